@@ -1,0 +1,1 @@
+"""Synthetic clips, ratings → MOS, screening, splits and training records."""

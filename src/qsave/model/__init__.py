@@ -1,0 +1,1 @@
+"""Checkpoint loading, scoring and the offline tiny Qwen3-VL."""
