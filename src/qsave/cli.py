@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
-data_app = typer.Typer(no_args_is_help=True, help="Synthetic clips, ratings → MOS, splits, records.")
+data_app = typer.Typer(no_args_is_help=True, help="Synthetic clips, ratings → MOS, records.")
 app.add_typer(data_app, name="data")
 console = Console()
 

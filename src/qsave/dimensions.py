@@ -104,7 +104,8 @@ def rating_to_weight(rating: str) -> float:
     try:
         return WEIGHTS[RATINGS.index(rating)]
     except ValueError:
-        raise ConfigError(f"unknown rating {rating!r}; valid ratings: {', '.join(RATINGS)}") from None
+        valid = ", ".join(RATINGS)
+        raise ConfigError(f"unknown rating {rating!r}; valid ratings: {valid}") from None
 
 
 def expectation(probs: Sequence[float]) -> float:

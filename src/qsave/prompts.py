@@ -97,7 +97,8 @@ def parse_answer(text: str, fmt: AnswerFormat = AnswerFormat.THINK_FIRST) -> Par
         return ParsedAnswer(None, blocks[0].strip(), f"{len(blocks)} {THINK_OPEN} blocks")
     rationale = blocks[0].strip() or None
     before, _, after = _THINK.split(text, maxsplit=1)
-    rating_side, other_side = (after, before) if fmt is AnswerFormat.THINK_FIRST else (before, after)
+    think_first = fmt is AnswerFormat.THINK_FIRST
+    rating_side, other_side = (after, before) if think_first else (before, after)
     word = rating_side.strip().rstrip(".").strip()
     if word not in RATINGS:
         where = "after" if fmt is AnswerFormat.THINK_FIRST else "before"

@@ -1,0 +1,24 @@
+"""Shared fixtures. Every test is offline: no hub, no network."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """One tiny Qwen3-VL (model + real processor) per session; never train it in place."""
+    from qsave.model.tiny import build_tiny
+
+    return build_tiny(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """The same tiny model saved as a checkpoint directory (save_pretrained)."""
+    from qsave.model.tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("tiny-checkpoint"), seed=0)
