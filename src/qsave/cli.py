@@ -11,7 +11,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help=__doc__.splitlines()[0],
+)
 data_app = typer.Typer(no_args_is_help=True, help="Synthetic clips, ratings → MOS, records.")
 app.add_typer(data_app, name="data")
 console = Console()
@@ -47,16 +52,17 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``qsave`` script; returns the exit code."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    except Exception as error:  # the CLI's last line of defence: print, exit non-zero
-        from qsave.errors import QsaveError
+    """Entry point of the ``qsave`` script: the exit code is non-zero when any input failed.
 
-        if not isinstance(error, QsaveError):
-            raise
+    Commands that finish with failed items raise ``typer.Exit(1)``; usage errors exit 2.
+    """
+    from qsave.errors import QsaveError
+
+    try:
+        app(args=argv, prog_name="qsave")
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    except QsaveError as error:
         console.print(f"[red]error:[/red] {error}")
         return 1
     return 0
