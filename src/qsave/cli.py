@@ -26,18 +26,31 @@ console = Console()
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Output directory for clips, manifest and ratings.")],
-    n: Annotated[int, typer.Option(help="Number of clips.")] = 24,
-    seed: Annotated[int, typer.Option(help="Random seed; the corpus is a function of it.")] = 0,
-    size: Annotated[int, typer.Option(help="Frame width and height in pixels.")] = 64,
-    fps: Annotated[int, typer.Option(help="Frames per second of the written clips.")] = 8,
-    seconds: Annotated[float, typer.Option(help="Duration of each clip.")] = 2.0,
+    n: Annotated[int | None, typer.Option(help="Number of clips [SynthConfig: 24].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of the corpus [0].")] = None,
+    size: Annotated[int | None, typer.Option(help="Frame width and height, pixels [64].")] = None,
+    fps: Annotated[int | None, typer.Option(help="Frames per second [8].")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Duration of each clip [2.0].")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML/JSON file of SynthConfig fields; flags override it.")
+    ] = None,
 ) -> None:
     """Write synthetic AI-video-like clips with labelled defects, a manifest and ratings."""
-    from qsave.data.synthetic import SynthConfig, write_corpus
+    from qsave.data.synthetic import SynthConfig, load_synth_config, write_corpus
 
-    config = SynthConfig(n=n, seed=seed, size=size, fps=fps, seconds=seconds)
-    corpus = write_corpus(out, config)
-    console.print(f"wrote {len(corpus.clips)} clips, {corpus.manifest_path}, {corpus.ratings_path}")
+    flags = {"n": n, "seed": seed, "size": size, "fps": fps, "seconds": seconds}
+    base = load_synth_config(config) if config else {}
+    given = {k: v for k, v in flags.items() if v is not None}
+    settings = SynthConfig.from_mapping({**base, **given})
+    corpus = write_corpus(out, settings)
+    console.print(
+        f"wrote {len(corpus.clips)} clips, {corpus.manifest_path}, {corpus.ratings_path}, "
+        f"{corpus.raters_path}"
+    )
+    for error in corpus.errors:
+        console.print(f"[red]failed:[/red] {error}")
+    if corpus.errors:
+        raise typer.Exit(1)
 
 
 # --- demo ----------------------------------------------------------------------------------
