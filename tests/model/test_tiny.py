@@ -87,3 +87,21 @@ def test_save_reload_gives_identical_logits(tiny, tiny_dir, frames):
     assert torch.equal(inputs["input_ids"], reference["input_ids"])
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, tiny.model(**reference).logits)
+
+
+def test_forward_on_synthetic_clip(tiny, tmp_path):
+    """A real H.264 clip from the synthetic corpus, decoded by PyAV, through processor and model."""
+    import av
+
+    from qsave.data.synthetic import SynthConfig, write_corpus
+
+    corpus = write_corpus(tmp_path, SynthConfig(n=2, seed=3, size=64, fps=8, seconds=1.0))
+    clip = corpus.clips[0]
+    with av.open(str(tmp_path / clip.path)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert frames.shape == (8, 64, 64, 3)
+    inputs = _video_inputs(tiny.processor, frames, text=clip.prompt)
+    assert inputs["video_grid_thw"].tolist() == [[4, 4, 4]]
+    with torch.no_grad():
+        logits = tiny.model(**inputs).logits
+    assert torch.isfinite(logits).all()
