@@ -1,0 +1,164 @@
+"""SlowFast plan + frames → Qwen3-VL processor inputs (paper Sec. 4.2.1, Fig. 3).
+
+Each run of consecutive same-type frames becomes its own video item at its own resolution, so
+slow frames keep their high resolution and fast frames their low one. A run is padded to a whole
+number of temporal patches (2 frames) by repeating its last frame, which is what the processor
+would do itself. Each item carries a ``transformers.VideoMetadata`` whose ``frames_indices`` are
+the frames' absolute timestamps in milliseconds with ``fps = 1000``, so the processor renders
+``<t seconds>`` as the mean absolute time of the two frames of each temporal patch, exactly as
+Qwen3-VL does for a whole video. The processor must not resample or resize:
+``do_sample_frames=False, do_resize=False``.
+
+>>> VideoConfig(mode="uniform").decode_config().fps
+2.0
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import BinaryIO
+
+import numpy as np
+from transformers.video_utils import VideoMetadata
+
+from qsave.errors import ConfigError
+from qsave.video.decode import DecodeConfig, SampledFrames, VideoInfo, sample_frames
+from qsave.video.slowfast import (
+    Run,
+    SlowFastConfig,
+    SlowFastPlan,
+    get_mode,
+    make_plan,
+    thumbnail_size,
+)
+
+TIMESTAMP_TICKS = 1000  # VideoMetadata.fps: frames_indices are timestamps in milliseconds
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """The whole video preprocessing: decoding, frame selection and token budget."""
+
+    mode: str = "slowfast"  # "slowfast" (paper) or "uniform" (the w/o-SlowFast baseline)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # 8 fps sampling, caps
+    slowfast: SlowFastConfig = field(default_factory=SlowFastConfig)  # thresholds, budget
+    uniform_fps: float = 2.0  # sampling rate of the uniform mode (qwen-vl-utils' default)
+
+    def __post_init__(self) -> None:
+        get_mode(self.mode)  # raises ConfigError listing the valid modes
+        if self.uniform_fps <= 0:
+            raise ConfigError(f"uniform_fps ({self.uniform_fps}) must be positive")
+        if self.slowfast.token_budget < self.decode.max_frames:
+            raise ConfigError(
+                f"token_budget ({self.slowfast.token_budget}) must be at least max_frames "
+                f"({self.decode.max_frames}): every frame may be its own run of one token"
+            )
+
+    def decode_config(self) -> DecodeConfig:
+        """The decoding settings of this mode (the uniform mode samples at ``uniform_fps``)."""
+        if self.mode == "uniform":
+            return replace(self.decode, fps=self.uniform_fps)
+        return self.decode
+
+    def to_dict(self) -> dict:
+        """Plain values for output records; ``from_dict`` reads them back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> VideoConfig:
+        """Inverse of ``to_dict``; unknown keys raise ``ConfigError``.
+
+        >>> VideoConfig.from_dict(VideoConfig().to_dict()) == VideoConfig()
+        True
+        """
+        values = dict(values)
+        try:
+            decode = DecodeConfig(**values.pop("decode", {}))
+            slowfast = SlowFastConfig(**values.pop("slowfast", {}))
+            return cls(decode=decode, slowfast=slowfast, **values)
+        except TypeError as error:
+            raise ConfigError(f"invalid video settings {values}: {error}") from error
+
+
+@dataclass
+class PreparedVideo:
+    """Processor-ready video items for one clip."""
+
+    videos: list[np.ndarray]  # one (L, h, w, 3) uint8 per run, L a multiple of the temporal patch
+    metadata: list[VideoMetadata]  # one per run, timestamps in milliseconds (fps = 1000)
+    plan: SlowFastPlan
+    num_tokens: int  # exact number of <|video_pad|> tokens the processor will produce
+    settings: dict  # VideoConfig.to_dict() plus the plan summary, for output records
+    info: VideoInfo | None = None
+
+
+def _pad(frames: list[np.ndarray], times: list[int], temporal_patch: int):
+    """Repeat the last frame (and time) up to a multiple of the temporal patch."""
+    missing = -len(frames) % temporal_patch
+    return frames + [frames[-1]] * missing, times + [times[-1]] * missing
+
+
+def _run_item(sampled: SampledFrames, plan: SlowFastPlan, run: Run):
+    size = plan.slow_size if run.slow else plan.fast_size
+    frames = [sampled.to_rgb(i, size) for i in range(run.start, run.stop)]
+    ticks = [round(plan.timestamps[i] * TIMESTAMP_TICKS) for i in range(run.start, run.stop)]
+    frames, ticks = _pad(frames, ticks, plan.temporal_patch)
+    metadata = VideoMetadata(
+        total_num_frames=sampled.info.num_frames,
+        fps=float(TIMESTAMP_TICKS),
+        height=size[0],
+        width=size[1],
+        duration=sampled.info.duration,
+        video_backend="pyav",
+        frames_indices=ticks,
+    )
+    return np.stack(frames), metadata
+
+
+def plan_sampled(sampled: SampledFrames, config: VideoConfig) -> SlowFastPlan:
+    """Label the sampled frames with the configured mode and size them within the budget."""
+    mode = get_mode(config.mode)
+    slow, similarity = mode.label(sampled.thumbnails, len(sampled.frames), config.slowfast)
+    return make_plan(
+        sampled.size, sampled.timestamps, sampled.source_indices, slow, similarity, config.slowfast
+    )
+
+
+def prepare_video(
+    source: str | os.PathLike | BinaryIO, config: VideoConfig = VideoConfig()
+) -> PreparedVideo:
+    """Decode, plan and build the processor's video items (raises ``VideoError`` per file)."""
+    mode = get_mode(config.mode)
+    thumbs = (lambda h, w: thumbnail_size(h, w, config.slowfast)) if mode.needs_thumbnails else None
+    sampled = sample_frames(source, config.decode_config(), thumbnail_size=thumbs)
+    plan = plan_sampled(sampled, config)
+    items = [_run_item(sampled, plan, run) for run in plan.runs]
+    return PreparedVideo(
+        videos=[video for video, _ in items],
+        metadata=[metadata for _, metadata in items],
+        plan=plan,
+        num_tokens=plan.num_tokens,
+        settings={**config.to_dict(), "plan": plan.summary()},
+        info=sampled.info,
+    )
+
+
+def video_content(prepared: PreparedVideo) -> list[dict]:
+    """Chat-message content items: one ``{"type": "video"}`` per run, in order.
+
+    >>> video_content(PreparedVideo([np.zeros((2, 32, 32, 3), np.uint8)] * 2, [], None, 2, {}))
+    [{'type': 'video'}, {'type': 'video'}]
+    """
+    return [{"type": "video"} for _ in prepared.videos]
+
+
+def processor_video_kwargs(prepared: Sequence[PreparedVideo]) -> dict:
+    """Keyword arguments for ``processor(text=..., **kwargs)``, videos flattened in order."""
+    return {
+        "videos": [video for item in prepared for video in item.videos],
+        "video_metadata": [metadata for item in prepared for metadata in item.metadata],
+        "do_sample_frames": False,
+        "do_resize": False,
+    }

@@ -1,0 +1,446 @@
+"""SlowFast frame selection and token budget (paper Sec. 4.2.1; Keye-VL 1.5, keye-vl-utils 1.5.2).
+
+Frame similarity is the fraction of similar patches between a frame and the most recent slow
+frame, computed on a downscaled HSV copy in 28-px patches: a patch is similar when the cosine
+of the two HSV patch vectors exceeds 0.7, and patches that are (near-)black in both frames are
+left out (keye-vl-utils ``get_frame_sim``). The first frame is slow; a frame whose similarity
+exceeds 0.9 (Sec. 4.2.1; Appendix A lists 95 %, so it is configurable) is fast, otherwise it
+becomes the new slow frame (Keye's ``extract_slow_fast_frames``).
+
+Token budget: slow frames get the largest size such that the exact number of video tokens fits
+the budget, with ``T_fast = max(floor(0.3 · T_slow), min_fast_tokens)`` tokens for fast frames
+(never more than ``T_slow``). Sizes are multiples of 32 px (Qwen3-VL's patch 16 × merge 2) with
+the aspect ratio kept, never above the frame's own size. Qwen3-VL merges two consecutive frames
+into one temporal patch, and every run of consecutive same-type frames becomes its own video item
+(``qsave.video.inputs``), so a run of ``L`` frames at ``h × w`` costs ``ceil(L / 2) · (h/32) ·
+(w/32)`` tokens; the budget is checked on that exact count. keye-vl-utils' binary search returns
+the first size *over* its budget; ours returns the largest size within it, and the next larger
+size exceeds it.
+
+>>> fit_size(720, 1280, max_tokens=100)
+(224, 416)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from qsave.errors import ConfigError
+
+SIZE_FACTOR = 32  # Qwen3-VL: patch 16 × spatial merge 2 → one token per 32×32 pixels
+TEMPORAL_PATCH = 2  # Qwen3-VL merges 2 consecutive frames into one temporal patch
+KEYE_FACTOR = 28  # keye-vl-utils' IMAGE_FACTOR: similarity patches and thumbnail grid
+SIM_MIN_PIXELS = 48 * KEYE_FACTOR**2  # 37,632: keye's VIDEO_MIN_PIXELS for the thumbnail
+SIM_MAX_PIXELS = 256 * KEYE_FACTOR**2  # 200,704: keye's thumbnail cap for similarity
+# keye's VIDEO_MIN_TOKENS = 48 tokens of 28² px ≈ 36.75 tokens of 32² px
+MIN_FAST_TOKENS = math.floor(48 * KEYE_FACTOR**2 / SIZE_FACTOR**2)  # 36
+
+
+@dataclass(frozen=True)
+class SlowFastConfig:
+    """Slow/fast labelling and token budget (paper Sec. 4.2.1, Appendix A)."""
+
+    frame_similarity: float = 0.9  # a frame is fast when its similarity exceeds this
+    patch_similarity: float = 0.7  # a patch is similar when the HSV cosine exceeds this
+    black_level: float = (
+        8.0  # patches whose mean V (0–255) is below this in both frames are left out
+    )
+    similarity_patch: int = KEYE_FACTOR  # patch side in pixels on the similarity thumbnail
+    similarity_max_pixels: int = SIM_MAX_PIXELS  # thumbnail size cap for the similarity
+    token_budget: int = 8192  # video tokens for the whole clip (Appendix A: 8192 × 32 × 32 px)
+    max_slow_tokens: int = 768  # per-frame cap for slow frames (Qwen3-VL's 768 tokens per frame)
+    fast_ratio: float = 0.3  # T_fast = max(floor(fast_ratio · T_slow), min_fast_tokens)
+    min_fast_tokens: int = MIN_FAST_TOKENS  # floor on fast-frame tokens (keye's 48 × 28² px)
+    size_factor: int = SIZE_FACTOR  # sizes are multiples of this (patch 16 × merge 2)
+    temporal_patch: int = TEMPORAL_PATCH  # frames per temporal patch
+
+    def __post_init__(self) -> None:
+        for name in ("frame_similarity", "patch_similarity", "fast_ratio"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{name} ({value}) must be in [0, 1]")
+        for name in ("token_budget", "max_slow_tokens", "min_fast_tokens", "size_factor"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} ({getattr(self, name)}) must be at least 1")
+        if self.temporal_patch < 1 or self.similarity_patch < 1:
+            raise ConfigError("temporal_patch and similarity_patch must be at least 1")
+
+    def to_dict(self) -> dict:
+        """The settings as plain values, for output records."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive frames of one type, ``frames[start:stop]``."""
+
+    start: int
+    stop: int
+    slow: bool
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """One sampled frame in the plan."""
+
+    source_index: int  # index of the frame in the decoded stream
+    timestamp: float  # seconds from the start of the video
+    slow: bool
+    size: tuple[int, int]  # (height, width) the frame is given to the model at
+
+
+@dataclass(frozen=True)
+class SlowFastPlan:
+    """Which frames are slow, at what sizes, and the exact number of video tokens."""
+
+    source_indices: tuple[int, ...]
+    timestamps: tuple[float, ...]
+    slow: tuple[bool, ...]
+    similarity: tuple[float, ...]  # to the reference slow frame (1.0 for slow frames' own entry)
+    slow_size: tuple[int, int]  # (height, width), multiples of size_factor
+    fast_size: tuple[int, int]
+    slow_tokens: int  # tokens per temporal patch at slow_size
+    fast_tokens: int  # tokens per temporal patch at fast_size
+    num_tokens: int  # exact video tokens of all runs, temporal padding included
+    token_budget: int
+    temporal_patch: int = TEMPORAL_PATCH
+
+    @property
+    def runs(self) -> list[Run]:
+        return runs_of(self.slow)
+
+    @property
+    def frames(self) -> list[FramePlan]:
+        return [
+            FramePlan(i, t, s, self.slow_size if s else self.fast_size)
+            for i, t, s in zip(self.source_indices, self.timestamps, self.slow, strict=True)
+        ]
+
+    def summary(self) -> dict:
+        """Counts and sizes for output records."""
+        return {
+            "frames": len(self.slow),
+            "slow_frames": sum(self.slow),
+            "runs": len(self.runs),
+            "slow_size": list(self.slow_size),
+            "fast_size": list(self.fast_size),
+            "num_tokens": self.num_tokens,
+            "token_budget": self.token_budget,
+        }
+
+
+def runs_of(slow: tuple[bool, ...] | list[bool]) -> list[Run]:
+    """Split labels into runs of consecutive equal values.
+
+    >>> [(r.start, r.stop, r.slow) for r in runs_of([True, False, False, True])]
+    [(0, 1, True), (1, 3, False), (3, 4, True)]
+    """
+    runs: list[Run] = []
+    start = 0
+    for i in range(1, len(slow) + 1):
+        if i == len(slow) or slow[i] != slow[start]:
+            runs.append(Run(start, i, bool(slow[start])))
+            start = i
+    return runs
+
+
+# --- sizes ---------------------------------------------------------------------------------
+
+
+def fit_size(
+    height: int, width: int, max_tokens: int, factor: int = SIZE_FACTOR
+) -> tuple[int, int]:
+    """Largest (h, w), multiples of ``factor``, aspect kept, with (h/f)·(w/f) ≤ ``max_tokens``.
+
+    Never larger than the frame rounded to the factor (Qwen's ``smart_resize`` rounding).
+
+    >>> fit_size(48, 64, max_tokens=768)
+    (64, 64)
+    >>> fit_size(1080, 1920, max_tokens=1)
+    (32, 32)
+    """
+    native_h = max(factor, round(height / factor) * factor)
+    native_w = max(factor, round(width / factor) * factor)
+    if native_h * native_w <= max_tokens * factor * factor:
+        return native_h, native_w
+    beta = math.sqrt(height * width / (max_tokens * factor * factor))
+    h = max(factor, math.floor(height / beta / factor) * factor)
+    w = max(factor, math.floor(width / beta / factor) * factor)
+    if (h // factor) * (w // factor) > max_tokens:  # extreme aspect: one side hit the minimum
+        if h >= w:
+            h = max(factor, max_tokens // (w // factor) * factor)
+        else:
+            w = max(factor, max_tokens // (h // factor) * factor)
+    return h, w
+
+
+def tokens_of(size: tuple[int, int], factor: int = SIZE_FACTOR) -> int:
+    """Tokens per temporal patch at ``size``: (h/f)·(w/f)."""
+    return (size[0] // factor) * (size[1] // factor)
+
+
+def fast_target(slow_tokens: int, config: SlowFastConfig) -> int:
+    """T_fast = max(floor(ratio · T_slow), min_fast_tokens), capped at T_slow.
+
+    >>> fast_target(768, SlowFastConfig())
+    230
+    """
+    return min(
+        slow_tokens, max(math.floor(config.fast_ratio * slow_tokens), config.min_fast_tokens)
+    )
+
+
+def plan_cost(runs: list[Run], slow_tokens: int, fast_tokens: int, temporal_patch: int) -> int:
+    """Exact video tokens: each run is padded to a whole number of temporal patches."""
+    return sum(
+        math.ceil(r.length / temporal_patch) * (slow_tokens if r.slow else fast_tokens)
+        for r in runs
+    )
+
+
+def _sizes(height: int, width: int, target: int, config: SlowFastConfig):
+    slow_size = fit_size(height, width, target, config.size_factor)
+    slow_tokens = tokens_of(slow_size, config.size_factor)
+    fast_size = fit_size(height, width, fast_target(slow_tokens, config), config.size_factor)
+    return slow_size, fast_size
+
+
+def choose_sizes(
+    height: int, width: int, runs: list[Run], config: SlowFastConfig
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The largest slow size (and its fast size) whose exact token count fits the budget.
+
+    Scans every per-frame token target from ``max_slow_tokens`` down (a few hundred cheap
+    evaluations), so the result is the largest that fits even where rounding to the 32-px grid
+    makes the cost non-monotonic; every larger target exceeds the budget or gives the same size.
+    """
+    f, tp = config.size_factor, config.temporal_patch
+    for target in range(config.max_slow_tokens, 0, -1):
+        slow_size, fast_size = _sizes(height, width, target, config)
+        cost = plan_cost(runs, tokens_of(slow_size, f), tokens_of(fast_size, f), tp)
+        if cost <= config.token_budget:
+            return slow_size, fast_size
+    groups = plan_cost(runs, 1, 1, tp)
+    raise ConfigError(
+        f"token_budget ({config.token_budget}) cannot hold {sum(r.length for r in runs)} frames "
+        f"in {len(runs)} runs even at 32×32 px ({groups} tokens); raise token_budget or lower "
+        "max_frames"
+    )
+
+
+# --- similarity -----------------------------------------------------------------------------
+
+
+def thumbnail_size(height: int, width: int, config: SlowFastConfig) -> tuple[int, int]:
+    """Keye's similarity thumbnail: multiples of 28 px, between 48 and 256 patches."""
+    p = config.similarity_patch
+    h, w = fit_size(height, width, config.similarity_max_pixels // (p * p), p)
+    if h * w < SIM_MIN_PIXELS:  # upscale tiny frames like keye's smart_resize(min_pixels=...)
+        beta = math.sqrt(SIM_MIN_PIXELS / (height * width))
+        h, w = math.ceil(height * beta / p) * p, math.ceil(width * beta / p) * p
+    return h, w
+
+
+def hsv_planes(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB planes (N, 3, H, W), 0–255 → HSV planes in OpenCV's 8-bit ranges (H 0–180, S, V 0–255).
+
+    Matches ``cv2.cvtColor(..., COLOR_RGB2HSV)`` as keye-vl-utils uses it, up to rounding.
+    """
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    v = torch.maximum(torch.maximum(r, g), b)
+    delta = v - torch.minimum(torch.minimum(r, g), b)
+    s = delta * 255 / v.clamp(min=1)  # 0 where v == 0 (then delta == 0)
+    inv = 60 / delta.clamp(min=1)  # h is 0 where delta == 0: all three differences are 0
+    h = torch.where(
+        v == r, (g - b) * inv, torch.where(v == g, 120 + (b - r) * inv, 240 + (r - g) * inv)
+    )
+    h = torch.where(h < 0, h + 360, h)
+    return torch.stack([torch.round(h / 2), torch.round(s), v], dim=1)
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB (..., 3) in 0–255 → HSV (..., 3) in OpenCV's 8-bit ranges, float.
+
+    >>> rgb_to_hsv(torch.tensor([[255.0, 0.0, 0.0], [0.0, 0.0, 255.0]])).tolist()
+    [[0.0, 255.0, 255.0], [120.0, 255.0, 255.0]]
+    """
+    planes = rgb.reshape(-1, 1, 1, 3).permute(0, 3, 1, 2).float()
+    return hsv_planes(planes).permute(0, 2, 3, 1).reshape(rgb.shape)
+
+
+def thumbnails(frames: np.ndarray, config: SlowFastConfig = SlowFastConfig()) -> np.ndarray:
+    """(N, H, W, 3) uint8 → (N, h, w, 3) uint8 at Keye's thumbnail size (bilinear, antialiased)."""
+    size = thumbnail_size(frames.shape[1], frames.shape[2], config)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # channels-last view
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def _patch_vectors(hsv: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """HSV planes (N, 3, h, w) → unit patch vectors (N, P, 3·patch²), mean V per patch (N, P).
+
+    Vectors are channel-major like keye's ``rearrange("c (h p1) (w p2) -> h w (c p1 p2)")``.
+    """
+    n, c, h, w = hsv.shape
+    patches = hsv.reshape(n, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
+    patches = patches.reshape(n, (h // patch) * (w // patch), c, patch * patch)
+    brightness = patches[:, :, 2].mean(-1)
+    vectors = patches.reshape(n, patches.shape[1], -1)
+    return vectors / (vectors.norm(dim=-1, keepdim=True) + 1e-8), brightness
+
+
+def _similarity(a: int, b: int, unit: torch.Tensor, bright: torch.Tensor, config) -> float:
+    """Fraction of similar patches between frames ``a`` and ``b`` (black patches left out)."""
+    keep = (bright[a] >= config.black_level) | (bright[b] >= config.black_level)
+    if not bool(keep.any()):
+        return 1.0
+    cosine = (unit[a] * unit[b]).sum(-1)
+    return float((cosine[keep] > config.patch_similarity).float().mean())
+
+
+def label_thumbnails(thumbs: np.ndarray, config: SlowFastConfig = SlowFastConfig()):
+    """Slow/fast labels and similarities: frame 0 is slow; similarity > threshold → fast.
+
+    ``thumbs``: (N, h, w, 3) uint8 RGB, h and w multiples of ``similarity_patch``.
+    Returns ``(slow, similarity)`` as tuples, one entry per frame.
+    """
+    planes = torch.from_numpy(np.ascontiguousarray(thumbs)).permute(0, 3, 1, 2).float()
+    unit, bright = _patch_vectors(hsv_planes(planes.contiguous()), config.similarity_patch)
+    slow, similarity, reference = [True], [1.0], 0
+    for i in range(1, len(thumbs)):
+        sim = _similarity(reference, i, unit, bright, config)
+        is_fast = sim > config.frame_similarity
+        slow.append(not is_fast)
+        similarity.append(sim)
+        reference = reference if is_fast else i
+    return tuple(slow), tuple(similarity)
+
+
+# --- plans ----------------------------------------------------------------------------------
+
+
+def _check_frames(frames: np.ndarray, timestamps) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ConfigError(f"frames must be (N>0, H, W, 3), got shape {frames.shape}")
+    if len(timestamps) != len(frames):
+        raise ConfigError(f"{len(timestamps)} timestamps for {len(frames)} frames")
+
+
+def make_plan(
+    size: tuple[int, int], timestamps, source_indices, slow, similarity, config: SlowFastConfig
+) -> SlowFastPlan:
+    """The plan for labelled frames of display ``size`` (height, width)."""
+    runs = runs_of(slow)
+    slow_size, fast_size = choose_sizes(size[0], size[1], runs, config)
+    slow_tokens = tokens_of(slow_size, config.size_factor)
+    fast_tokens = tokens_of(fast_size, config.size_factor)
+    indices = range(len(slow)) if source_indices is None else source_indices
+    return SlowFastPlan(
+        source_indices=tuple(int(i) for i in indices),
+        timestamps=tuple(float(t) for t in timestamps),
+        slow=tuple(slow),
+        similarity=tuple(similarity),
+        slow_size=slow_size,
+        fast_size=fast_size,
+        slow_tokens=slow_tokens,
+        fast_tokens=fast_tokens,
+        num_tokens=plan_cost(runs, slow_tokens, fast_tokens, config.temporal_patch),
+        token_budget=config.token_budget,
+        temporal_patch=config.temporal_patch,
+    )
+
+
+def plan_slowfast(
+    frames: np.ndarray,
+    timestamps,
+    config: SlowFastConfig = SlowFastConfig(),
+    source_indices=None,
+) -> SlowFastPlan:
+    """Label frames slow/fast and size them within the token budget (paper Sec. 4.2.1).
+
+    ``frames``: (N, H, W, 3) uint8 RGB; ``timestamps``: (N,) seconds.
+
+    >>> frames = np.zeros((5, 64, 96, 3), np.uint8); frames[:, :, :48] = 200
+    >>> frames[3:, :, 48:] = 120  # a cut at frame 3
+    >>> plan = plan_slowfast(frames, [0, 0.125, 0.25, 0.375, 0.5])
+    >>> plan.slow, [(r.start, r.stop) for r in plan.runs], plan.slow_size, plan.num_tokens
+    ((True, False, False, True, False), [(0, 1), (1, 3), (3, 4), (4, 5)], (64, 96), 24)
+    """
+    _check_frames(frames, timestamps)
+    slow, similarity = label_thumbnails(thumbnails(frames, config), config)
+    size = (frames.shape[1], frames.shape[2])
+    return make_plan(size, timestamps, source_indices, slow, similarity, config)
+
+
+def plan_uniform(
+    frames: np.ndarray,
+    timestamps,
+    config: SlowFastConfig = SlowFastConfig(),
+    source_indices=None,
+) -> SlowFastPlan:
+    """All frames in one run at one size within the budget (the "w/o SlowFast" baseline).
+
+    Like qwen-vl-utils' defaults for Qwen3-VL: every frame at the same size, at most
+    ``max_slow_tokens`` per frame, all frames labelled slow.
+    """
+    _check_frames(frames, timestamps)
+    slow, similarity = label_uniform(len(frames))
+    size = (frames.shape[1], frames.shape[2])
+    return make_plan(size, timestamps, source_indices, slow, similarity, config)
+
+
+def label_uniform(count: int, config: SlowFastConfig | None = None):
+    """Every frame slow (one run), similarity 1.0: the uniform baseline's labels."""
+    return (True,) * count, (1.0,) * count
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A frame-selection mode: how frames are labelled, and the same thing on full frames."""
+
+    label: Callable  # (thumbnails or None, count, config) -> (slow, similarity)
+    plan: Callable[..., SlowFastPlan]  # (frames, timestamps, config, source_indices) -> plan
+    needs_thumbnails: bool
+
+
+MODES: dict[str, Mode] = {}
+
+
+def register_mode(name: str, mode: Mode) -> Mode:
+    """Add a frame-selection mode under ``name``; a name can be registered once."""
+    if name in MODES:
+        raise ConfigError(f"video mode {name!r} is already registered")
+    MODES[name] = mode
+    return mode
+
+
+def get_mode(name: str) -> Mode:
+    """The mode registered as ``name``; an unknown name lists the valid ones.
+
+    >>> get_mode("slowfst")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    qsave.errors.ConfigError: unknown video mode 'slowfst'; available modes = ['slowfast', ...]
+    """
+    if name not in MODES:
+        raise ConfigError(f"unknown video mode {name!r}; available modes = {sorted(MODES)}")
+    return MODES[name]
+
+
+register_mode(
+    "slowfast",
+    Mode(lambda thumbs, count, config: label_thumbnails(thumbs, config), plan_slowfast, True),
+)
+register_mode(
+    "uniform", Mode(lambda thumbs, count, config: label_uniform(count), plan_uniform, False)
+)
