@@ -53,6 +53,217 @@ def data_synth(
         raise typer.Exit(1)
 
 
+# --- data tooling ----------------------------------------------------------------------------
+# qsave data mos|screen|split|records|report (issue 5): thin wrappers of qsave.data.annotations,
+# .splits, .records and .report. Flags left unset take the defaults of the config dataclasses.
+_RatingsOpt = Annotated[Path, typer.Option(help="Ratings table (CSV/Parquet): video_id, "
+                                                "rater_id, dimension, score [, reason].")]
+_VideosOpt = Annotated[Path | None, typer.Option(help="Videos table (CSV/Parquet) or the "
+                                                      "manifest.jsonl of `qsave data synth`.")]
+_ScaleLow = Annotated[float | None, typer.Option(help="Lowest score of the declared scale.")]
+_ScaleHigh = Annotated[float | None, typer.Option(help="Highest score of the declared scale.")]
+_MinTrain = Annotated[int | None, typer.Option(help="Minimum raters per train video.")]
+_MinTest = Annotated[int | None, typer.Option(help="Minimum raters per test video.")]
+_MinRl = Annotated[int | None, typer.Option(help="Minimum raters per RL-set video.")]
+
+
+def _given(**flags: object) -> dict[str, object]:
+    """The flags the user set; the others keep the dataclass defaults."""
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def _data_aggregate(ratings: Path, videos: Path | None, flags: dict[str, object]):
+    """Load, check and aggregate; returns (MosResult, videos frame or None, config)."""
+    from qsave.data.annotations import AnnotationConfig, aggregate, load_ratings, load_videos
+
+    config = AnnotationConfig(**flags)
+    video_table = load_videos(videos) if videos else None
+    return aggregate(load_ratings(ratings), video_table, config), video_table, config
+
+
+def _data_print_problems(problems: list, limit: int = 20) -> None:
+    from rich.markup import escape
+
+    for problem in problems[:limit]:
+        colour = "red" if problem.severity == "error" else "yellow"
+        console.print(f"[{colour}]{escape(str(problem))}[/{colour}]", soft_wrap=True)
+    if len(problems) > limit:
+        console.print(f"… and {len(problems) - limit} more (see the problems table)")
+
+
+def _data_finish(problems: list) -> None:
+    """Print the problems; exit 1 when any is an error (the outputs are still written)."""
+    _data_print_problems(problems)
+    errors = sum(p.severity == "error" for p in problems)
+    if errors:
+        console.print(f"[red]{errors} error(s), {len(problems) - errors} warning(s)[/red]")
+        raise typer.Exit(1)
+
+
+@data_app.command("mos")
+def data_mos(
+    ratings: _RatingsOpt,
+    out: Annotated[Path, typer.Option(help="MOS table to write (.csv, .parquet or .jsonl).")],
+    videos: _VideosOpt = None,
+    scale_low: _ScaleLow = None,
+    scale_high: _ScaleHigh = None,
+    integer_scores: Annotated[bool | None, typer.Option(help="Report non-integer scores.")] = None,
+    min_raters_train: _MinTrain = None,
+    min_raters_test: _MinTest = None,
+    min_raters_rl: _MinRl = None,
+) -> None:
+    """Ratings → MOS per video and dimension, with a report of every problem (Sec. 3.3)."""
+    from qsave.data.annotations import write_table
+
+    flags = _given(scale_low=scale_low, scale_high=scale_high, integer_scores=integer_scores,
+                   min_raters_train=min_raters_train, min_raters_test=min_raters_test,
+                   min_raters_rl=min_raters_rl)
+    result, _, _ = _data_aggregate(ratings, videos, flags)
+    write_table(result.mos, out)
+    problems_path = write_table(result.report.to_frame(), out.with_suffix(".problems.csv"))
+    console.print(f"wrote {out} ({len(result.mos)} MOS, {len(result.usable)} ratings used, "
+                  f"{len(result.report.excluded_rows)} excluded) and {problems_path}")
+    _data_finish(result.report.problems)
+
+
+def _data_truth(truth: Path | None):
+    from qsave.data.annotations import read_table, truth_table
+
+    return truth_table(read_table(truth)) if truth else None
+
+
+@data_app.command("screen")
+def data_screen(
+    ratings: _RatingsOpt,
+    out: Annotated[Path, typer.Option(help="Ratings without the dropped raters.")],
+    truth: Annotated[Path | None, typer.Option(help="Expert ground truth of the calibration "
+                                               "subset (video_id, dimension, mos) or a "
+                                               "manifest; default: leave-one-out MOS.")] = None,
+    raters: Annotated[Path | None, typer.Option(help="Per-rater report to write.")] = None,
+    drop_k: Annotated[int | None, typer.Option(help="Drop the k least accurate raters.")] = None,
+    min_srcc: Annotated[float | None, typer.Option(help="Drop raters under this SRCC.")] = None,
+    max_mae: Annotated[float | None, typer.Option(help="Drop raters over this MAE.")] = None,
+    rank_by: Annotated[str | None, typer.Option(help="Primary key: srcc or mae.")] = None,
+    min_items: Annotated[int | None, typer.Option(help="Fewest calibration ratings to rank a "
+                                                  "rater.")] = None,
+    scale_low: _ScaleLow = None,
+    scale_high: _ScaleHigh = None,
+) -> None:
+    """Sample and Scrutinize (App. C.1): rank raters by SRCC/MAE, drop the least accurate."""
+    from qsave.data.annotations import ScreenConfig, load_ratings, screen_raters, write_table
+
+    config = ScreenConfig(**_given(drop_k=drop_k, min_srcc=min_srcc, max_mae=max_mae,
+                                   rank_by=rank_by, min_items=min_items))
+    result, _, _ = _data_aggregate(ratings, None, _given(scale_low=scale_low,
+                                                         scale_high=scale_high))
+    screening = screen_raters(result.usable, _data_truth(truth), config)
+    kept = screening.apply(load_ratings(ratings))
+    write_table(kept, out)
+    raters = raters or out.with_suffix(".raters.csv")
+    write_table(screening.raters, raters)
+    console.print(screening.raters.to_string(index=False), soft_wrap=True, markup=False)
+    console.print(f"dropped {len(screening.dropped)} rater(s): {', '.join(screening.dropped)}; "
+                  f"wrote {out} and {raters} (reference: {screening.reference})")
+    _data_print_problems(screening.problems)
+
+
+@data_app.command("split")
+def data_split(
+    videos: Annotated[Path, typer.Option(help="Videos table or manifest.jsonl.")],
+    out: Annotated[Path, typer.Option(help="Videos table with the new split column.")],
+    test_fraction: Annotated[float | None, typer.Option(help="Share of test videos.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed; the split is a function of it.")] = None,
+    rl_generator: Annotated[list[str] | None, typer.Option(help="A generator reserved for "
+                                                           "the RL set (repeatable).")] = None,
+    rl_prompt_fraction: Annotated[float | None, typer.Option(help="Share of the RL "
+                                                             "generators' prompts used.")] = None,
+    keep_rl: Annotated[bool | None, typer.Option(help="Keep videos already in split rl.")] = None,
+) -> None:
+    """80:20 split grouped by prompt, stratified by generator; the disjoint RL set (App. C.1)."""
+    from qsave.data.annotations import load_videos, write_table
+    from qsave.data.splits import SplitConfig, assign_splits
+
+    config = SplitConfig(**_given(test_fraction=test_fraction, seed=seed, keep_rl=keep_rl,
+                                  rl_prompt_fraction=rl_prompt_fraction,
+                                  rl_generators=tuple(rl_generator) if rl_generator else None))
+    table = load_videos(videos)
+    result = assign_splits(table, config)
+    reasons = dict(zip(result.assignments["video_id"], result.assignments["reason"], strict=True))
+    split_table = result.apply(table)
+    write_table(split_table.assign(split_reason=split_table["video_id"].map(reasons)), out)
+    console.print(result.summary().to_string(), soft_wrap=True, markup=False)
+    console.print(f"wrote {out}")
+    _data_finish(result.problems)
+
+
+@data_app.command("records")
+def data_records(
+    videos: Annotated[Path, typer.Option(help="Videos table or manifest.jsonl.")],
+    out: Annotated[Path, typer.Option(help="Training records to write (JSONL).")],
+    ratings: Annotated[Path | None, typer.Option(help="Ratings table; without it the videos "
+                                                 "table's mos_<dimension> columns.")] = None,
+    split: Annotated[list[str] | None, typer.Option(help="Only this split (repeatable).")] = None,
+    answer_format: Annotated[str | None, typer.Option(help="think-first or rating-first.")] = None,
+    rationale_policy: Annotated[str | None, typer.Option(help="Rationale for videos without "
+                                                         "an attribution.")] = None,
+    system: Annotated[str | None, typer.Option(help="Optional system message.")] = None,
+    absolute_paths: Annotated[bool, typer.Option(help="Store absolute video paths.")] = False,
+    scale_low: _ScaleLow = None,
+    scale_high: _ScaleHigh = None,
+    min_raters_train: _MinTrain = None,
+    min_raters_test: _MinTest = None,
+    min_raters_rl: _MinRl = None,
+) -> None:
+    """One record per video and dimension in the CoT format of Sec. 3.4 (JSONL)."""
+    from qsave.data.annotations import collect_reasons, load_videos, mos_from_videos
+    from qsave.data.records import RecordConfig, build_records, write_records
+
+    config = RecordConfig(**_given(answer_format=answer_format, system=system,
+                                   rationale_policy=rationale_policy,
+                                   splits=tuple(split) if split else None))
+    problems: list = []
+    if ratings:
+        flags = _given(scale_low=scale_low, scale_high=scale_high,
+                       min_raters_train=min_raters_train, min_raters_test=min_raters_test,
+                   min_raters_rl=min_raters_rl)
+        result, table, _ = _data_aggregate(ratings, videos, flags)
+        mos, reasons, problems = result.mos, collect_reasons(result.usable), result.report.problems
+    else:
+        table = load_videos(videos)
+        mos, reasons = mos_from_videos(table), {}
+    built = build_records(table, mos, config, reasons)
+    write_records(built.records, out, relative_paths=not absolute_paths)
+    console.print(f"wrote {len(built.records)} records to {out}")
+    _data_finish(problems + built.problems)
+
+
+@data_app.command("report")
+def data_report(
+    ratings: _RatingsOpt,
+    out: Annotated[Path, typer.Option(help="Output folder for index.html, plots and tables.")],
+    videos: _VideosOpt = None,
+    truth: Annotated[Path | None, typer.Option(help="Expert ground truth: per-rater agreement "
+                                               "against it instead of leave-one-out.")] = None,
+    scale_low: _ScaleLow = None,
+    scale_high: _ScaleHigh = None,
+    min_raters_train: _MinTrain = None,
+    min_raters_test: _MinTest = None,
+    min_raters_rl: _MinRl = None,
+) -> None:
+    """Dataset report: MOS distributions (Fig. 6, 7), rater variance (Fig. 9), agreement."""
+    from qsave.data.annotations import screen_raters
+    from qsave.data.report import write_report
+
+    flags = _given(scale_low=scale_low, scale_high=scale_high,
+                   min_raters_train=min_raters_train, min_raters_test=min_raters_test,
+                   min_raters_rl=min_raters_rl)
+    result, table, _ = _data_aggregate(ratings, videos, flags)
+    screening = screen_raters(result.usable, _data_truth(truth)) if truth else None
+    files = write_report(out, result, table, screening)
+    console.print(f"wrote {files.html} ({len(result.report.problems)} problem(s) listed)")
+    _data_print_problems(result.report.problems)
+
+
 # --- demo ----------------------------------------------------------------------------------
 @app.command()
 def demo(

@@ -166,6 +166,24 @@ def read_table(path: str | Path) -> pd.DataFrame:
                           ".parquet or .jsonl")
 
 
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a table as CSV, Parquet or JSONL (by suffix), without the internal ``_row``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = frame.drop(columns=[ROW], errors="ignore")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix in (".parquet", ".pq"):
+        frame.to_parquet(path, index=False)
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        raise AnnotationError(f"unsupported table format {path.suffix!r} of {path}; use .csv, "
+                              ".parquet or .jsonl")
+    return path
+
+
 def _read_jsonl(path: Path) -> pd.DataFrame:
     """JSON lines; every malformed line is listed by its line number."""
     rows, bad = [], []
@@ -545,6 +563,8 @@ def truth_table(frame: pd.DataFrame) -> pd.DataFrame:
     table with ``mos_<dimension>`` columns (the synthetic manifest's ground-truth MOS).
     """
     frame = frame.rename(columns={"id": "video_id"}) if "video_id" not in frame else frame
+    if "mos" in frame.columns and frame["mos"].map(lambda v: isinstance(v, dict)).any():
+        frame = _flatten_dict_column(frame.copy(), "mos", "mos")  # a raw manifest
     if "dimension" in frame.columns:
         value = "mos" if "mos" in frame.columns else "score"
         _require_columns(frame, ("video_id", "dimension", value), "ground-truth table")
