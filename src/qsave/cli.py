@@ -53,6 +53,72 @@ def data_synth(
         raise typer.Exit(1)
 
 
+# --- eval ----------------------------------------------------------------------------------
+@app.command("eval")
+def eval_(
+    pred: Annotated[Path, typer.Option(help="Predictions JSONL written by `qsave score`.")],
+    truth: Annotated[Path, typer.Option(help="Ground truth: manifest, table or benchmark file.")],
+    benchmark: Annotated[
+        str | None, typer.Option(help="Truth file adapter (default qsave); a bad name lists all.")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="qsave manifests: evaluate only this split.")
+    ] = None,
+    epsilon: Annotated[
+        float | None, typer.Option(help="Fixed tie threshold on r̂ (default: EvalConfig, App. A).")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Truth file of a calibration split; ε is fitted on it.")
+    ] = None,
+    oracle: Annotated[
+        bool, typer.Option(help="Fit ε on the test pairs themselves (reported as oracle).")
+    ] = False,
+    fit: Annotated[
+        str | None, typer.Option(help="Logistic fit before PLCC: none, logistic4, logistic5.")
+    ] = None,
+    bootstrap: Annotated[
+        int | None, typer.Option(help="Bootstrap resamples (default: EvalConfig).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Bootstrap seed (default: EvalConfig).")] = None,
+    allow_extra: Annotated[
+        bool, typer.Option(help="Report, instead of failing on, predictions of unknown ids.")
+    ] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON.")
+    ] = None,
+    html: Annotated[Path | None, typer.Option(help="Write the HTML report with plots.")] = None,
+) -> None:
+    """Compare predictions with human MOS or preferences (paper App. B, D.2)."""
+    from dataclasses import replace
+
+    from qsave.eval.benchmarks import load_predictions, load_truth
+    from qsave.eval.report import EvalConfig, evaluate, print_report, report_to_json, write_html
+
+    given = {"epsilon": epsilon, "fit": fit, "n_resamples": bootstrap, "seed": seed}
+    config = replace(  # defaults are written once, in EvalConfig
+        EvalConfig(),
+        oracle=oracle,
+        allow_extra=allow_extra,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    options = {"split": split} if split else {}
+    truth_data = load_truth(truth, benchmark, **options)
+    calib = load_truth(calibration, benchmark, **options) if calibration else None
+    report = evaluate(load_predictions(pred), truth_data, config, calib)
+    print_report(report, console)
+    if json_out:
+        json_out.write_text(report_to_json(report), encoding="utf-8")
+        console.print(f"wrote {json_out}")
+    if html:
+        console.print(f"wrote {write_html(report, html)}")
+    if report.n_missing or report.problems:
+        console.print(
+            f"[red]{report.n_missing} videos without a prediction, "
+            f"{len(report.problems)} unreadable rows[/red]"
+        )
+        raise typer.Exit(code=1)
+
+
 # --- data tooling ----------------------------------------------------------------------------
 # qsave data mos|screen|split|records|report (issue 5): thin wrappers of qsave.data.annotations,
 # .splits, .records and .report. Flags left unset take the defaults of the config dataclasses.

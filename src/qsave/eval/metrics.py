@@ -131,9 +131,9 @@ def fit_logistic(pred: ArrayLike, target: ArrayLike, kind: str = "logistic4") ->
 
 # --- model level --------------------------------------------------------------------------------
 def group_means(
-    values: ArrayLike, groups: Sequence[Hashable]
-) -> tuple[list[Hashable], np.ndarray, np.ndarray]:
-    """Per-group (generator) mean of ``values``: ``(keys sorted, means, counts)``.
+    values: ArrayLike, groups: Sequence[Hashable] | np.ndarray
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per-group (generator) mean of ``values``: ``(keys sorted as text, means, counts)``.
 
     Each group weighs once, whatever its size (App. B: "averaging scores over all prompts for
     each generator").
@@ -142,18 +142,17 @@ def group_means(
     [1.5, 6.0]
     """
     v = np.asarray(values, dtype=float).ravel()
-    if v.size != len(groups):
-        raise ConfigError(f"{v.size} values but {len(groups)} group labels")
-    keys = sorted(set(groups), key=str)
-    index = {key: i for i, key in enumerate(keys)}
-    codes = np.fromiter((index[g] for g in groups), dtype=int, count=v.size)
-    counts = np.bincount(codes, minlength=len(keys))
-    sums = np.bincount(codes, weights=v, minlength=len(keys))
-    return keys, sums / counts, counts
+    labels = np.asarray(groups).astype(str).ravel()
+    if v.size != labels.size:
+        raise ConfigError(f"{v.size} values but {labels.size} group labels")
+    keys, codes = np.unique(labels, return_inverse=True)
+    counts = np.bincount(codes, minlength=keys.size)
+    sums = np.bincount(codes, weights=v, minlength=keys.size)
+    return keys.tolist(), sums / counts, counts
 
 
 def model_level(
-    metric: Metric, pred: ArrayLike, target: ArrayLike, groups: Sequence[Hashable]
+    metric: Metric, pred: ArrayLike, target: ArrayLike, groups: Sequence[Hashable] | np.ndarray
 ) -> float:
     """A metric on per-generator means of predictions and of MOS (App. B, model level).
 

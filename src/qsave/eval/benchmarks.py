@@ -1,0 +1,557 @@
+"""Ground truth and predictions in one common form; benchmark adapters (paper App. D.2).
+
+Every adapter reads a published annotation file from a local path (nothing is downloaded) and
+returns a :class:`Truth`: the videos (id, path, prompt, generator), pointwise MOS per dimension
+on the 1–5 scale, and/or preference pairs with dimension labels. Dimension names are
+``visual``, ``dynamic``, ``alignment`` and ``overall``; how each benchmark maps onto them, and
+how its scale is rescaled, follows App. D.2:
+
+========================  =====================================================  ============
+name                      published format → our dimensions                      scale
+========================  =====================================================  ============
+``qsave``                 manifest JSONL / CSV: id, generator, visual, dynamic,  MOS 1–5
+                          alignment[, overall] (flat or under ``"mos"``)
+``videogen-rewardbench``  CSV: path_A, path_B, A_model, B_model, prompt, VQ, MQ,  pairs
+                          TA, Overall ∈ {A, B, same}; VQ→visual, MQ→dynamic,
+                          TA→alignment, Overall→overall
+``t2vqa-db``              ``filename|prompt|score`` lines (or CSV with those     1–100 → 1–5;
+                          columns); one score → overall; pairs built from MOS    pairs
+``genai-bench``           parquet/JSONL/CSV of the video_generation subset:      pairs
+                          prompt, left_model, left_video, right_model,
+                          right_video, vote_type; → overall
+``videophy2-test``        CSV: video_url, caption, sa, pc[, model_name];         integer 1–5
+                          SA→alignment, PC→dynamic
+``videoscore-bench-v2``   JSON/JSONL: video_name, prompt, visual_score,          integer 1–5
+                          t2v_score, phy_score[, model]; visual→visual,
+                          t2v→alignment, phy→dynamic
+========================  =====================================================  ============
+
+A malformed row never stops the load: it is recorded in ``Truth.problems`` and skipped.
+
+>>> sorted(BENCHMARKS)  # doctest: +NORMALIZE_WHITESPACE
+['genai-bench', 'qsave', 't2vqa-db', 'videogen-rewardbench', 'videophy2-test',
+ 'videoscore-bench-v2']
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from qsave.dimensions import DIMENSIONS, MOS_MAX, MOS_MIN
+from qsave.errors import AnnotationError, ConfigError
+
+OVERALL = "overall"
+DIMENSION_NAMES: tuple[str, ...] = (*(d.value for d in DIMENSIONS), OVERALL)
+
+
+@dataclass(frozen=True)
+class Video:
+    """One video of a benchmark; ``id`` is what predictions are matched against."""
+
+    id: str
+    path: str | None = None
+    prompt: str | None = None
+    generator: str | None = None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A human preference between two videos on one dimension: +1 A, -1 B, 0 tie."""
+
+    a: str
+    b: str
+    dimension: str
+    label: int
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The benchmark's native score range and whether its levels are integers."""
+
+    low: float = MOS_MIN
+    high: float = MOS_MAX
+    integer: bool = False
+
+
+@dataclass
+class Truth:
+    """A benchmark in the common in-memory form; MOS values are on the 1–5 scale."""
+
+    name: str
+    videos: dict[str, Video] = field(default_factory=dict)
+    mos: dict[str, dict[str, float]] = field(default_factory=dict)  # dimension → id → MOS 1–5
+    pairs: list[Pair] = field(default_factory=list)
+    scale: Scale = field(default_factory=Scale)
+    problems: list[str] = field(default_factory=list)  # rows skipped, with the reason
+    notes: list[str] = field(default_factory=list)  # protocol choices worth reporting
+
+    def add_video(self, video: Video) -> None:
+        """Register a video; the first occurrence of an id wins (pairs repeat videos)."""
+        self.videos.setdefault(video.id, video)
+
+    def set_mos(self, dimension: str, video_id: str, value: float) -> None:
+        """Store one MOS, already on the 1–5 scale."""
+        self.mos.setdefault(dimension, {})[video_id] = value
+
+
+Adapter = Callable[..., Truth]
+BENCHMARKS: dict[str, Adapter] = {}
+
+
+def register_benchmark(name: str) -> Callable[[Adapter], Adapter]:
+    """Decorator adding an adapter ``path → Truth`` to :data:`BENCHMARKS`; names are unique."""
+
+    def decorate(adapter: Adapter) -> Adapter:
+        if name in BENCHMARKS:
+            raise ConfigError(f"benchmark {name!r} is already registered")
+        BENCHMARKS[name] = adapter
+        return adapter
+
+    return decorate
+
+
+def load_truth(path: str | Path, benchmark: str | None = None, **options: Any) -> Truth:
+    """Read ground truth with the named adapter (default ``qsave``); unknown names list all."""
+    name = benchmark or "qsave"
+    if name not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"ground-truth file not found: {path}")
+    return BENCHMARKS[name](path, **options)
+
+
+# --- reading tables -----------------------------------------------------------------------------
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """``(row number, row)`` of a CSV, JSON list, JSONL or parquet file; a bad line is a string."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        yield from enumerate(_parquet_rows(path), start=1)
+    elif suffix == ".json":
+        yield from enumerate(_json_rows(path), start=1)
+    elif suffix == ".jsonl":
+        yield from _jsonl_rows(path)
+    else:
+        with path.open(newline="", encoding="utf-8") as handle:
+            yield from enumerate(csv.DictReader(handle), start=2)  # line 1 is the header
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """JSONL rows; an unparsable line is yielded as its error message."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield number, f"not JSON ({error.msg})"
+                continue
+            yield number, row if isinstance(row, dict) else f"not a JSON object: {line[:60]!r}"
+
+
+def _json_rows(path: Path) -> list[dict[str, Any]]:
+    """A JSON file holding a list of objects."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise AnnotationError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: expected a JSON list of objects")
+    return data
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a parquet file (needs pyarrow, the ``report`` extra)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as error:  # pragma: no cover - pyarrow is in the report extra
+        raise ConfigError("reading parquet needs pyarrow: pip install 'qsave[report]'") from error
+    return pq.read_table(path).to_pylist()
+
+
+def _number(row: dict[str, Any], key: str) -> float:
+    """A finite float from ``row[key]``; raises ``AnnotationError`` naming the column."""
+    value = row.get(key)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"column {key!r} is not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise AnnotationError(f"column {key!r} is not finite: {value!r}")
+    return number
+
+
+def _optional(row: dict[str, Any], *keys: str) -> str | None:
+    """The first non-empty text among ``keys``, or ``None``."""
+    for key in keys:
+        value = row.get(key)
+        if value is not None and str(value).strip() and str(value).lower() != "nan":
+            return str(value).strip()
+    return None
+
+
+def _required(row: dict[str, Any], *keys: str) -> str:
+    """The first non-empty text among ``keys``; raises ``AnnotationError`` naming them."""
+    value = _optional(row, *keys)
+    if value is None:
+        raise AnnotationError(f"missing column {' or '.join(repr(k) for k in keys)}")
+    return value
+
+
+def _rescale(value: float, scale: Scale) -> float:
+    """A native score mapped linearly onto MOS 1–5; outside the native range is an error."""
+    if not scale.low - 1e-9 <= value <= scale.high + 1e-9:
+        raise AnnotationError(f"score {value} is outside the scale [{scale.low}, {scale.high}]")
+    return MOS_MIN + (MOS_MAX - MOS_MIN) * (value - scale.low) / (scale.high - scale.low)
+
+
+def _scores(row: dict[str, Any], columns: dict[str, str], scale: Scale) -> dict[str, float]:
+    """Column → dimension scores of one row, each rescaled onto MOS 1–5; all or nothing."""
+    return {dim: _rescale(_number(row, column), scale) for column, dim in columns.items()}
+
+
+def _each_row(truth: Truth, path: Path, rows: Iterable[tuple[int, Any]], parse: Callable) -> None:
+    """Apply ``parse(truth, row)`` to each row; a failing row becomes a problem, not a crash."""
+    for number, row in rows:
+        if isinstance(row, str):
+            truth.problems.append(f"{path.name} row {number}: {row}")
+            continue
+        try:
+            parse(truth, row)
+        except AnnotationError as error:
+            truth.problems.append(f"{path.name} row {number}: {error}")
+
+
+# --- qsave manifest / plain table ---------------------------------------------------------------
+@register_benchmark("qsave")
+def load_qsave(path: Path, split: str | None = None) -> Truth:
+    """The synthetic/Q-Save manifest or a plain table of MOS on the 1–5 scale (Sec. 3.4).
+
+    ``split`` keeps only the rows whose ``split`` column equals it (e.g. ``test``).
+    """
+    truth = Truth(name="qsave" if split is None else f"qsave ({split})")
+    rows = read_rows(path)
+    if split is not None:
+        rows = ((n, r) for n, r in rows if not isinstance(r, dict) or r.get("split") == split)
+        truth.notes.append(f"only the {split!r} split")
+    _each_row(truth, path, rows, _parse_qsave_row)
+    return truth
+
+
+def _parse_qsave_row(truth: Truth, row: dict[str, Any]) -> None:
+    """One manifest row: id, generator, MOS per dimension (flat columns or a ``mos`` object)."""
+    video_id = _required(row, "id", "video_id", "video")
+    scores = row["mos"] if isinstance(row.get("mos"), dict) else row
+    found = [name for name in DIMENSION_NAMES if _optional(scores, name) is not None]
+    if not found:
+        raise AnnotationError(f"video {video_id!r} has no MOS for {', '.join(DIMENSION_NAMES)}")
+    values = {name: _rescale(_number(scores, name), truth.scale) for name in found}
+    truth.add_video(
+        Video(
+            video_id,
+            path=_optional(row, "path"),
+            prompt=_optional(row, "prompt"),
+            generator=_optional(row, "generator", "model"),
+        )
+    )
+    for name, value in values.items():
+        truth.set_mos(name, video_id, value)
+
+
+# --- VideoGen-RewardBench -----------------------------------------------------------------------
+VIDEOGEN_COLUMNS = {"VQ": "visual", "MQ": "dynamic", "TA": "alignment", "Overall": OVERALL}
+VIDEOGEN_LABELS = {"A": 1, "B": -1, "same": 0}
+
+
+@register_benchmark("videogen-rewardbench")
+def load_videogen_rewardbench(path: Path) -> Truth:
+    """``videogen-rewardbench.csv`` (KwaiVGI/VideoGen-RewardBench): pairs on VQ, MQ, TA, Overall."""
+    truth = Truth(name="videogen-rewardbench", scale=Scale(-1, 1, integer=True))
+    truth.notes.append("VQ→visual, MQ→dynamic, TA→alignment, Overall→mean of dimensions (D.2)")
+    _each_row(truth, path, read_rows(path), _parse_videogen_row)
+    return truth
+
+
+def _parse_videogen_row(truth: Truth, row: dict[str, Any]) -> None:
+    """One pair row; a dimension column that is empty is skipped for that pair."""
+    prompt = _optional(row, "prompt")
+    a, b = _required(row, "path_A"), _required(row, "path_B")
+    labels = {}
+    for column, dimension in VIDEOGEN_COLUMNS.items():
+        value = _optional(row, column)
+        if value is None:
+            continue
+        if value not in VIDEOGEN_LABELS:
+            raise AnnotationError(f"column {column!r} must be A, B or same, got {value!r}")
+        labels[dimension] = VIDEOGEN_LABELS[value]
+    if not labels:
+        raise AnnotationError(f"pair {a} / {b} has no label in {', '.join(VIDEOGEN_COLUMNS)}")
+    truth.add_video(Video(a, a, prompt, _optional(row, "A_model")))
+    truth.add_video(Video(b, b, prompt, _optional(row, "B_model")))
+    truth.pairs.extend(Pair(a, b, dim, label) for dim, label in labels.items())
+
+
+# --- T2VQA-DB -----------------------------------------------------------------------------------
+T2VQA_SCALE = Scale(1, 100)  # "each labeled with a single quality score in the range [1, 100]"
+
+
+@register_benchmark("t2vqa-db")
+def load_t2vqa_db(
+    path: Path, n_videos: int | None = None, seed: int = 0, tie_margin: float = 0.0
+) -> Truth:
+    """T2VQA-DB's ``filename|prompt|score`` annotation; MOS 1–100 → 1–5, pairs from MOS (D.2).
+
+    The paper samples 2,000 videos and builds 1,822 pairs "by comparing human-annotated scores"
+    without saying how; we pair videos of the same prompt (see :func:`pairs_from_mos`).
+    """
+    truth = Truth(name="t2vqa-db", scale=T2VQA_SCALE)
+    rows = _t2vqa_rows(path) if path.suffix.lower() == ".txt" else read_rows(path)
+    _each_row(truth, path, rows, _parse_t2vqa_row)
+    overall = truth.mos.get(OVERALL, {})
+    truth.pairs = pairs_from_mos(truth, overall, n_videos, seed, tie_margin)
+    truth.notes.append(
+        f"{len(truth.pairs)} pairs built from MOS within each prompt (seed {seed}, "
+        f"videos sampled: {n_videos or 'all'}, human tie when |ΔMOS| ≤ {tie_margin} on 1–5)"
+    )
+    return truth
+
+
+def _t2vqa_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """The ``filename|prompt|score`` text format of the T2VQA repository's data loader."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("|")
+            if len(parts) != 3:
+                yield number, f"expected filename|prompt|score, got {len(parts)} fields"
+                continue
+            yield number, dict(zip(("filename", "prompt", "score"), parts, strict=True))
+
+
+def _parse_t2vqa_row(truth: Truth, row: dict[str, Any]) -> None:
+    """One T2VQA-DB video with its single quality score."""
+    name = _required(row, "filename", "video", "id")
+    value = _rescale(_number(row, "score" if "score" in row else "mos"), truth.scale)
+    truth.add_video(
+        Video(name, name, _optional(row, "prompt"), _optional(row, "generator", "model"))
+    )
+    truth.set_mos(OVERALL, name, value)
+
+
+def pairs_from_mos(
+    truth: Truth,
+    mos: dict[str, float],
+    n_videos: int | None = None,
+    seed: int = 0,
+    tie_margin: float = 0.0,
+) -> list[Pair]:
+    """Preference pairs from pointwise MOS: a chain of neighbours within each prompt.
+
+    Videos (optionally a seeded sample of ``n_videos``) are grouped by prompt and each is paired
+    with the next one of its group in id order, so ``k`` videos of a prompt give ``k - 1``
+    pairs. The label is the sign of ``MOS_A - MOS_B``, a tie when ``|Δ| ≤ tie_margin``.
+
+    >>> t = Truth("x", videos={i: Video(i, prompt="p") for i in "abc"})
+    >>> [p.label for p in pairs_from_mos(t, {"a": 1.0, "b": 3.0, "c": 3.0})]
+    [-1, 0]
+    """
+    ids = sorted(mos)
+    rng = random.Random(seed)
+    if n_videos is not None and n_videos < len(ids):
+        ids = sorted(rng.sample(ids, n_videos))
+    groups: dict[str, list[str]] = defaultdict(list)
+    for video_id in ids:
+        prompt = truth.videos[video_id].prompt if video_id in truth.videos else None
+        groups[prompt or video_id].append(video_id)
+    pairs = []
+    for key in sorted(groups):
+        for a, b in itertools.pairwise(groups[key]):
+            delta = mos[a] - mos[b]
+            label = 0 if abs(delta) <= tie_margin else (1 if delta > 0 else -1)
+            pairs.append(Pair(a, b, OVERALL, label))
+    return pairs
+
+
+# --- GenAI-Bench (video generation) -------------------------------------------------------------
+GENAI_VOTES = {"leftvote": 1, "rightvote": -1, "tievote": 0, "bothbad_vote": 0}
+
+
+@register_benchmark("genai-bench")
+def load_genai_bench(path: Path) -> Truth:
+    """TIGER-Lab/GenAI-Bench ``video_generation`` votes: left/right/tie/both-bad → overall pairs."""
+    truth = Truth(name="genai-bench", scale=Scale(-1, 1, integer=True))
+    truth.notes.append("tievote and bothbad_vote are both human ties; overall = mean of dimensions")
+    _each_row(truth, path, read_rows(path), _parse_genai_row)
+    return truth
+
+
+def _parse_genai_row(truth: Truth, row: dict[str, Any]) -> None:
+    """One arena vote between two generated videos of a prompt."""
+    vote = _required(row, "vote_type")
+    if vote not in GENAI_VOTES:
+        raise AnnotationError(f"vote_type must be one of {', '.join(GENAI_VOTES)}, got {vote!r}")
+    prompt = _optional(row, "prompt")
+    a, b = _required(row, "left_video"), _required(row, "right_video")
+    truth.add_video(Video(a, a, prompt, _optional(row, "left_model")))
+    truth.add_video(Video(b, b, prompt, _optional(row, "right_model")))
+    truth.pairs.append(Pair(a, b, OVERALL, GENAI_VOTES[vote]))
+
+
+# --- VideoPhy2-test -----------------------------------------------------------------------------
+VIDEOPHY2_COLUMNS = {"sa": "alignment", "pc": "dynamic"}  # semantic adherence, physical commonsense
+
+
+@register_benchmark("videophy2-test")
+def load_videophy2_test(path: Path) -> Truth:
+    """videophysics/videophy2_test: SA → alignment, PC → dynamic, integer 1–5, no rescaling."""
+    truth = Truth(name="videophy2-test", scale=Scale(1, 5, integer=True))
+    truth.notes.append("SA→alignment, PC→dynamic; no visual dimension (D.2)")
+    _each_row(truth, path, read_rows(path), _parse_videophy2_row)
+    return truth
+
+
+def _parse_videophy2_row(truth: Truth, row: dict[str, Any]) -> None:
+    """One rated video; both columns must parse before anything is stored."""
+    url = _required(row, "video_url", "video", "id")
+    values = _scores(row, VIDEOPHY2_COLUMNS, truth.scale)
+    prompt = _optional(row, "caption", "prompt")
+    truth.add_video(Video(url, url, prompt, _optional(row, "model_name", "model")))
+    for dim, value in values.items():
+        truth.set_mos(dim, url, value)
+
+
+# --- VideoScore-Bench-v2 ------------------------------------------------------------------------
+VIDEOSCORE2_COLUMNS = {"visual_score": "visual", "t2v_score": "alignment", "phy_score": "dynamic"}
+
+
+@register_benchmark("videoscore-bench-v2")
+def load_videoscore_bench_v2(path: Path) -> Truth:
+    """VideoScore-Bench-v2 (500 VideoFeedback2 videos): visual, t2v alignment, physical (D.2)."""
+    truth = Truth(name="videoscore-bench-v2", scale=Scale(1, 5, integer=True))
+    truth.notes.append("visual→visual, t2v→alignment, physical/common-sense→dynamic (D.2)")
+    _each_row(truth, path, read_rows(path), _parse_videoscore2_row)
+    return truth
+
+
+def _parse_videoscore2_row(truth: Truth, row: dict[str, Any]) -> None:
+    """One video with its three integer scores."""
+    name = _required(row, "video_name", "id")
+    values = _scores(row, VIDEOSCORE2_COLUMNS, truth.scale)
+    path = _optional(row, "video_path", "video_url")
+    generator = _optional(row, "model", "model_name")
+    truth.add_video(Video(name, path, _optional(row, "prompt"), generator))
+    for dim, value in values.items():
+        truth.set_mos(dim, name, value)
+
+
+# --- predictions --------------------------------------------------------------------------------
+@dataclass
+class Predictions:
+    """Scores read from ``qsave score`` output: id → dimension → r̂ (0..1)."""
+
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # id → message of a failed prediction
+    problems: list[str] = field(default_factory=list)  # unreadable or duplicate lines
+    lines: int = 0
+
+
+def load_predictions(path: str | Path) -> Predictions:
+    """Read the JSONL written by ``qsave score``; a line with ``error`` set counts as missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"prediction file not found: {path}")
+    predictions = Predictions()
+    for number, row in _jsonl_rows(path):
+        predictions.lines += 1
+        if isinstance(row, str):
+            predictions.problems.append(f"{path.name} line {number}: {row}")
+            continue
+        try:
+            _add_prediction(predictions, row)
+        except AnnotationError as error:
+            predictions.problems.append(f"{path.name} line {number}: {error}")
+    return predictions
+
+
+def _add_prediction(predictions: Predictions, row: dict[str, Any]) -> None:
+    """One video's line: its id, path, and the score r̂ of each dimension present."""
+    video_id = _required(row, "id", "path")
+    if video_id in predictions.scores or video_id in predictions.errors:
+        raise AnnotationError(f"duplicate id {video_id!r}; the first line is kept")
+    if row.get("path"):
+        predictions.paths[video_id] = str(row["path"])
+    if row.get("error"):
+        predictions.errors[video_id] = str(row["error"])
+        return
+    scores = row.get("scores")
+    if not isinstance(scores, dict):
+        raise AnnotationError(f"id {video_id!r} has neither scores nor an error")
+    predictions.scores[video_id] = {
+        name: _score(record, name) for name, record in scores.items() if name in DIMENSION_NAMES
+    }
+
+
+def _score(record: Any, name: str) -> float:
+    """The r̂ of one dimension record (NaN stays NaN and is counted missing later)."""
+    value = record.get("score") if isinstance(record, dict) else record
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{name} score is not a number: {value!r}") from None
+
+
+# --- matching predictions to truth --------------------------------------------------------------
+def match_keys(video_id: str, path: str | None = None) -> list[str]:
+    """Keys a video may be matched by, most specific first: id, path, the last two path
+    components, file name, stem (a URL's query is ignored).
+
+    >>> match_keys("videos/kling/001.mp4")
+    ['videos/kling/001.mp4', 'kling/001.mp4', '001.mp4', '001']
+    """
+    keys = [video_id]
+    for text in (video_id, path):
+        if text:
+            parts = PurePosixPath(text.split("?")[0].replace("\\", "/")).parts
+            name = parts[-1] if parts else text
+            keys += [text, "/".join(parts[-2:]), name, name.rsplit(".", 1)[0]]
+    return list(dict.fromkeys(k for k in keys if k))
+
+
+def match_predictions(truth: Truth, predictions: Predictions) -> dict[str, str]:
+    """Map each truth video id to a prediction id, by the first key of :func:`match_keys` that
+    is unique on both sides (a key shared by two videos or two predictions is ambiguous).
+
+    Raises ``AnnotationError`` when no prediction matches any video at all.
+    """
+    index: dict[str, set[str]] = defaultdict(set)
+    for pred_id in (*predictions.scores, *predictions.errors):
+        for key in match_keys(pred_id, predictions.paths.get(pred_id)):
+            index[key].add(pred_id)
+    truth_keys = {v.id: match_keys(v.id, v.path) for v in truth.videos.values()}
+    owners = Counter(key for keys in truth_keys.values() for key in keys)
+    matched = {}
+    for video_id, keys in truth_keys.items():
+        for key in keys:
+            if owners[key] == 1 and len(index.get(key, ())) == 1:
+                matched[video_id] = next(iter(index[key]))
+                break
+    if truth.videos and (predictions.scores or predictions.errors) and not matched:
+        sample = ", ".join(list(truth.videos)[:3])
+        pred_sample = ", ".join(list(predictions.scores or predictions.errors)[:3])
+        raise AnnotationError(
+            f"no prediction id matches any of the {len(truth.videos)} {truth.name} videos "
+            f"(truth ids e.g. {sample}; prediction ids e.g. {pred_sample})"
+        )
+    return matched

@@ -1,0 +1,126 @@
+"""`qsave eval` end to end on fixture files: table, JSON, HTML, exit codes."""
+
+import json
+from pathlib import Path
+
+from qsave.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _predictions(path: Path, ids: list[str], error_id: str | None = None) -> Path:
+    lines = []
+    for k, video_id in enumerate(ids):
+        if video_id == error_id:
+            lines.append({"id": video_id, "error": "decode failed"})
+            continue
+        score = 0.2 + 0.15 * k
+        scores = {
+            d: {"score": score, "mos": 1 + 4 * score} for d in ("visual", "dynamic", "alignment")
+        }
+        lines.append({"id": video_id, "scores": scores, "error": None})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_eval_writes_json_and_html(tmp_path):
+    pred = _predictions(tmp_path / "out.jsonl", ["c000", "c001", "c002"])
+    code = main(
+        [
+            "eval",
+            "--pred",
+            str(pred),
+            "--truth",
+            str(FIXTURES / "qsave_manifest.jsonl"),
+            "--split",
+            "test",
+            "--bootstrap",
+            "20",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--html",
+            str(tmp_path / "r.html"),
+        ]
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["benchmark"] == "qsave (test)" and report["missing"] == {}
+    assert report["config"]["n_resamples"] == 20 and report["config"]["epsilon"] == 0.05
+    assert report["correlation"]["visual"]["instance"]["n"] == 3
+    assert "data:image/png;base64," in (tmp_path / "r.html").read_text()
+
+
+def test_eval_exits_non_zero_when_predictions_are_missing(tmp_path, capsys):
+    pred = _predictions(tmp_path / "out.jsonl", ["c000", "c001", "c002"], error_id="c001")
+    code = main(
+        [
+            "eval",
+            "--pred",
+            str(pred),
+            "--truth",
+            str(FIXTURES / "qsave_manifest.jsonl"),
+            "--bootstrap",
+            "0",
+        ]
+    )
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "prediction error" in out and "no prediction" in out  # c001 failed, c003 absent
+
+
+def test_eval_benchmark_preference_with_epsilon(tmp_path, capsys):
+    ids = [
+        "videos/kling/0001.mp4",
+        "videos/gen3/0001.mp4",
+        "videos/pika/0001.mp4",
+        "videos/gen3/0002.mp4",
+        "videos/pika/0002.mp4",
+        "videos/kling/0002.mp4",
+        "videos/pika/0003.mp4",
+        "videos/kling/0003.mp4",
+    ]
+    pred = _predictions(tmp_path / "out.jsonl", ids)
+    code = main(
+        [
+            "eval",
+            "--pred",
+            str(pred),
+            "--truth",
+            str(FIXTURES / "videogen_rewardbench.csv"),
+            "--benchmark",
+            "videogen-rewardbench",
+            "--epsilon",
+            "0.1",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["preference"]["overall"]["epsilon"] == 0.1
+    assert report["preference"]["overall"]["protocol"] == "fixed"
+    assert code == 1  # the fixture's malformed row is reported and makes the run non-zero
+    assert "must be A, B or same" in capsys.readouterr().out
+
+
+def test_eval_unknown_benchmark_lists_the_valid_ones(tmp_path, capsys):
+    pred = _predictions(tmp_path / "out.jsonl", ["c000"])
+    code = main(
+        [
+            "eval",
+            "--pred",
+            str(pred),
+            "--truth",
+            str(FIXTURES / "qsave_manifest.jsonl"),
+            "--benchmark",
+            "nope",
+        ]
+    )
+    assert code == 1
+    assert "genai-bench" in capsys.readouterr().out
+
+
+def test_eval_unmatched_ids_fail_clearly(tmp_path, capsys):
+    pred = _predictions(tmp_path / "out.jsonl", ["c000", "c001", "c002", "c003", "zzz"])
+    code = main(["eval", "--pred", str(pred), "--truth", str(FIXTURES / "qsave_manifest.jsonl")])
+    assert code == 1
+    assert "1 prediction ids match no" in capsys.readouterr().out

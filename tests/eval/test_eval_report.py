@@ -1,0 +1,234 @@
+"""The harness end to end: joins, missing items, both levels, protocols, JSON and HTML."""
+
+import base64
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from qsave.errors import AnnotationError, ConfigError
+from qsave.eval.benchmarks import load_predictions, load_truth
+from qsave.eval.report import EvalConfig, evaluate, render_html, report_to_json
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FAST = EvalConfig(n_resamples=100)
+GENERATORS = ["g1"] * 5 + ["g2"] * 2 + ["g3"] * 3 + ["g4"] * 2  # unequal group sizes
+
+
+def _record(score):
+    return {"score": score, "mos": 1 + 4 * score, "probs": [0.2] * 5, "rating": "Fair"}
+
+
+def _write_predictions(path, rows, extra_lines=""):
+    """rows: id → (visual, dynamic, alignment) r̂, or an error string."""
+    lines = []
+    for video_id, value in rows.items():
+        if isinstance(value, str):
+            lines.append({"id": video_id, "path": f"clips/{video_id}.mp4", "error": value})
+            continue
+        scores = dict(zip(("visual", "dynamic", "alignment"), map(_record, value), strict=True))
+        lines.append(
+            {"id": video_id, "path": f"clips/{video_id}.mp4", "scores": scores, "error": None}
+        )
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + extra_lines)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A 12-video manifest with 4 generators, and predictions missing 3 visual scores."""
+    tmp_path = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    manifest, rows = [], {}
+    for k, generator in enumerate(GENERATORS):
+        mos = {d: float(np.round(rng.uniform(1, 5), 2)) for d in ("visual", "dynamic", "alignment")}
+        mos["overall"] = round(sum(mos.values()) / 3, 3)
+        manifest.append({"id": f"v{k:02d}", "generator": generator, "mos": mos, "split": "test"})
+        noisy = [
+            min(1.0, max(0.0, (mos[d] - 1) / 4 + rng.normal(0, 0.1)))
+            for d in ("visual", "dynamic", "alignment")
+        ]
+        rows[f"v{k:02d}"] = tuple(noisy)
+    del rows["v03"]  # no prediction line at all
+    rows["v05"] = "decode failed: moov atom not found"  # an error line
+    rows["v07"] = (math.nan, *rows["v07"][1:])  # NaN visual only
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest))
+    _write_predictions(tmp_path / "out.jsonl", rows)
+    truth = load_truth(tmp_path / "manifest.jsonl")
+    report = evaluate(load_predictions(tmp_path / "out.jsonl"), truth, FAST)
+    return tmp_path, manifest, rows, report
+
+
+def _joined(manifest, rows, dimension):
+    """(pred MOS, MOS, generator) of the videos with a finite prediction, computed here."""
+    index = {"visual": 0, "dynamic": 1, "alignment": 2}
+    out = []
+    for m in manifest:
+        value = rows.get(m["id"])
+        if value is None or isinstance(value, str):
+            continue
+        if dimension == "overall":
+            finite = [v for v in value if math.isfinite(v)]
+            score = sum(finite) / len(finite)
+        else:
+            score = value[index[dimension]]
+        if math.isfinite(score):
+            out.append((1 + 4 * score, m["mos"][dimension], m["generator"]))
+    return map(list, zip(*out, strict=True))
+
+
+def test_correlations_match_scipy_and_missing_is_counted(corpus):
+    _, manifest, rows, report = corpus
+    for dimension in ("visual", "dynamic", "alignment", "overall"):
+        pred, mos, _ = _joined(manifest, rows, dimension)
+        inst = report.correlation[dimension]["instance"]
+        assert inst["n"] == len(pred)
+        assert inst["srcc"] == pytest.approx(stats.spearmanr(pred, mos).statistic)
+        assert inst["plcc"] == pytest.approx(stats.pearsonr(pred, mos).statistic)
+        assert inst["krcc"] == pytest.approx(stats.kendalltau(pred, mos).statistic)
+        assert inst["srcc_ci"][0] <= inst["srcc"] <= inst["srcc_ci"][1]
+    assert report.correlation["visual"]["missing"] == {
+        "no prediction": 1,
+        "prediction error": 1,
+        "no finite visual score": 1,
+    }
+    assert report.correlation["dynamic"]["missing"] == {"no prediction": 1, "prediction error": 1}
+    assert report.correlation["overall"]["instance"]["n"] == 10  # v07: mean of 2 dimensions
+    assert report.n_missing == 3
+    assert report.missing["prediction error"]["ids"] == ["v05"]
+
+
+def test_model_level_with_unequal_groups_by_hand(corpus):
+    _, manifest, rows, report = corpus
+    pred, mos, gens = _joined(manifest, rows, "visual")
+    keys = sorted(set(gens))
+    pred_means = [np.mean([p for p, g in zip(pred, gens, strict=True) if g == k]) for k in keys]
+    mos_means = [np.mean([m for m, g in zip(mos, gens, strict=True) if g == k]) for k in keys]
+    model = report.correlation["visual"]["model"]
+    assert model["n_generators"] == 4
+    assert model["srcc"] == pytest.approx(stats.spearmanr(pred_means, mos_means).statistic)
+    assert model["plcc"] == pytest.approx(stats.pearsonr(pred_means, mos_means).statistic)
+    ranking = report.rankings["visual"]
+    assert [r["pred_mos"] for r in ranking] == sorted(pred_means, reverse=True)
+    intervals = [(r["pred_mos_ci"], r["pred_mos"]) for r in ranking if r["n"] > 1]
+    assert intervals and all(ci[0] <= mean <= ci[1] for ci, mean in intervals)
+    assert [r["pred_mos_ci"] for r in ranking if r["n"] == 1] == [None]  # g2 keeps one video
+
+
+def test_too_few_generators_is_said_not_computed(tmp_path):
+    (tmp_path / "m.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {"id": f"v{k}", "generator": "g1" if k < 3 else "g2", "mos": {"visual": 1 + k}}
+            )
+            + "\n"
+            for k in range(5)
+        )
+    )
+    _write_predictions(tmp_path / "p.jsonl", {f"v{k}": (0.2 * k, 0.5, 0.5) for k in range(5)})
+    report = evaluate(
+        load_predictions(tmp_path / "p.jsonl"), load_truth(tmp_path / "m.jsonl"), FAST
+    )
+    model = report.correlation["visual"]["model"]
+    assert "srcc" not in model and "≥ 3 generators" in model["note"]
+
+
+def test_unmatched_predictions_raise_unless_allowed(corpus):
+    folder, _, rows, _ = corpus
+    path = _write_predictions(folder / "extra.jsonl", {**rows, "stranger": (0.1, 0.2, 0.3)})
+    with pytest.raises(AnnotationError, match="1 prediction ids match no"):
+        evaluate(load_predictions(path), load_truth(folder / "manifest.jsonl"), FAST)
+    report = evaluate(
+        load_predictions(path),
+        load_truth(folder / "manifest.jsonl"),
+        EvalConfig(n_resamples=0, allow_extra=True),
+    )
+    assert report.unmatched_predictions == {"count": 1, "ids": ["stranger"]}
+    assert report.correlation["visual"]["instance"]["srcc_ci"] is None
+
+
+def _videogen_predictions(tmp_path, name="out.jsonl"):
+    """Scores for the VideoGen-RewardBench fixture videos: kling > gen3 > pika on visual."""
+    visual = {"kling": 0.80, "gen3": 0.78, "pika": 0.40}
+    truth = load_truth(FIXTURES / "videogen_rewardbench.csv", "videogen-rewardbench")
+    rows = {vid: (visual[v.generator], 0.5, 0.6) for vid, v in truth.videos.items()}
+    return _write_predictions(tmp_path / name, rows), truth
+
+
+def test_preference_fixed_epsilon_by_hand(tmp_path):
+    path, truth = _videogen_predictions(tmp_path)
+    report = evaluate(load_predictions(path), truth, FAST)
+    visual = report.preference["visual"]
+    # visual pairs (A vs B): kling/gen3 A Δ=.02→tie ✗, kling/pika A Δ=.40 ✓, gen3/pika B Δ=.38 ✗,
+    # kling/gen3 same Δ=.02 ✓, pika/kling B Δ=-.40 ✓ → 3/5 with ties; w/o ties 3 of 4 (.02 > 0 ✓)
+    assert visual["accuracy_with_ties"] == pytest.approx(3 / 5)
+    assert visual["accuracy_without_ties"] == pytest.approx(3 / 4)
+    assert (visual["epsilon"], visual["protocol"], visual["n_pairs"]) == (0.05, "fixed", 5)
+    # dynamic is equal for every video: all predicted ties
+    assert (
+        report.preference["dynamic"]["n_predicted_ties"] == report.preference["dynamic"]["n_pairs"]
+    )
+    assert report.protocol == "fixed"
+
+
+def test_preference_oracle_and_calibration(tmp_path):
+    path, truth = _videogen_predictions(tmp_path)
+    oracle = evaluate(load_predictions(path), truth, EvalConfig(n_resamples=0, oracle=True))
+    assert oracle.protocol == "oracle" and oracle.preference["visual"]["protocol"] == "oracle"
+    assert oracle.preference["visual"]["accuracy_with_ties"] >= 3 / 5
+    calibration_file = tmp_path / "calib.csv"
+    calibration_file.write_text(
+        "prompt,path_A,path_B,A_model,B_model,VQ,MQ,TA,Overall\n"
+        "p,videos/pika/0003.mp4,videos/kling/0003.mp4,pika,kling,B,same,same,B\n"
+        "p,videos/gen3/0002.mp4,videos/kling/0002.mp4,gen3,kling,same,same,same,same\n"
+    )
+    calibration = load_truth(calibration_file, "videogen-rewardbench")
+    report = evaluate(load_predictions(path), truth, EvalConfig(n_resamples=0), calibration)
+    # calibration visual Δ: -0.40 (B ✓ at ε < .40), -0.02 (same ✓ once ε ≥ .02) → ε = 0.02
+    assert report.preference["visual"]["epsilon"] == pytest.approx(0.02)
+    assert report.preference["visual"]["protocol"] == "calibrated"
+    assert report.preference["visual"]["calibration_pairs"] == 2
+    with pytest.raises(ConfigError, match="not both"):
+        evaluate(load_predictions(path), truth, EvalConfig(oracle=True), calibration)
+
+
+def test_calibration_without_a_dimension_is_reported(tmp_path):
+    path, truth = _videogen_predictions(tmp_path)
+    calibration_file = tmp_path / "calib.csv"
+    calibration_file.write_text(
+        "prompt,path_A,path_B,A_model,B_model,VQ,MQ,TA,Overall\n"
+        "p,videos/pika/0003.mp4,videos/kling/0003.mp4,pika,kling,B,,,\n"
+    )
+    calibration = load_truth(calibration_file, "videogen-rewardbench")
+    report = evaluate(load_predictions(path), truth, EvalConfig(n_resamples=0), calibration)
+    assert "no predicted dynamic pairs" in report.preference["dynamic"]["error"]
+    assert report.preference["visual"]["protocol"] == "calibrated"
+
+
+def test_integer_scale_accuracy_on_videoscore_bench(tmp_path):
+    truth = load_truth(FIXTURES / "videoscore_bench_v2.json", "videoscore-bench-v2")
+    # predicted MOS 4, 3, 2.4 → 2, 5 on visual (truth 4, 3, 2, 5)
+    visual = {"vf2_00017": 0.75, "vf2_00018": 0.5, "vf2_00019": 0.35, "vf2_00020": 1.0}
+    path = _write_predictions(tmp_path / "p.jsonl", {k: (v, 0.0, 1.0) for k, v in visual.items()})
+    report = evaluate(load_predictions(path), truth, EvalConfig(n_resamples=0))
+    assert report.correlation["visual"]["accuracy"] == 1.0
+    # alignment predicted 5 everywhere vs 5, 4, 3, 4: exact 1/4, within ±1 3/4
+    assert report.correlation["alignment"]["accuracy"] == pytest.approx(1 / 4)
+    assert report.correlation["alignment"]["relaxed_accuracy"] == pytest.approx(3 / 4)
+    assert report.problems  # the out-of-scale row is reported
+    payload = json.loads(report_to_json(report))
+    assert payload["correlation"]["alignment"]["instance"]["plcc"] is None  # constant → null
+    assert payload["correlation"]["visual"]["model"]["n_generators"] == 3
+
+
+def test_html_embeds_plots_and_rankings(corpus):
+    report = corpus[3]
+    html = render_html(report)
+    assert html.count('alt="scatter') == 4 and html.count('alt="ranking') == 4
+    assert "g1" in html and "missing 1 (prediction error)" in html
+    start = html.index("data:image/png;base64,") + len("data:image/png;base64,")
+    png = base64.b64decode(html[start : html.index('"', start)])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
