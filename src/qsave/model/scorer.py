@@ -1,0 +1,331 @@
+"""Rating-token scoring (paper Sec. 4.2.2) with one encoding of the video for all dimensions.
+
+The prompt puts the video first and the dimension question last (DESIGN.md), so a batch of
+videos is scored in two forward passes however many dimensions are asked:
+
+1. the shared prefix — user turn start, the video, ``video_context(prompt)`` — through the
+   vision encoder and the language model, keeping its KV cache (``DynamicCache``);
+2. the cache repeated once per dimension, and the dimension suffixes (question, end of turn,
+   assistant start) continued from it in one batch; only the hidden states at the rating
+   positions go through the five rating rows of ``lm_head``.
+
+Then softmax over the five rating logits gives p_j, r̂ = Σ p_j·w_j (Bad 0 … Excellent 1),
+MOS = 1 + 4·r̂, and the entropy of p.
+
+>>> s = scores_from_logits(torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0]]))[0]
+>>> s.score, s.mos, s.rating, round(s.entropy, 4)
+(0.5, 3.0, 'Excellent', 1.6094)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from qsave.dimensions import RATINGS, WEIGHTS, Dimension, score_to_mos
+from qsave.errors import ModelError
+from qsave.prompts import THINK_CLOSE, THINK_OPEN, AnswerFormat, dimension_question, video_context
+
+# Score-only in the think-first format forces an empty analysis, so the rating is read right
+# after the closing tag, where the trained model writes it (Sec. 3.4.1).
+EMPTY_THINK = THINK_OPEN + THINK_CLOSE
+
+
+@dataclass(frozen=True)
+class DimensionScore:
+    """One dimension's result (DESIGN.md, Conventions): r̂, MOS, ascending probs, argmax word."""
+
+    score: float  # r̂ = Σ p_j·w_j in [0, 1]
+    mos: float  # 1 + 4·r̂ on the 1–5 scale
+    probs: tuple[float, ...]  # p_j over (Bad, Poor, Fair, Good, Excellent)
+    rating: str  # the most likely rating word (ties: the higher rating)
+    entropy: float  # −Σ p_j ln p_j, in nats (0 … ln 5)
+    rationale: str | None = None  # the generated analysis in explain mode
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["probs"] = list(self.probs)
+        if self.rationale is None:
+            del record["rationale"]
+        return record
+
+
+@dataclass
+class VideoPrompt:
+    """One video to score: its prepared frames (``PreparedVideo``) and its generation prompt."""
+
+    video: Any  # qsave.video.inputs.PreparedVideo
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoringSetup:
+    """The model-side pieces the scoring functions need."""
+
+    model: Any  # Qwen3VLForConditionalGeneration
+    processor: Any  # its processor, tokenizer padding on the left
+    rating_ids: tuple[int, ...]  # ascending: Bad … Excellent
+    answer_format: AnswerFormat = AnswerFormat.RATING_FIRST
+    max_new_tokens: int = 256  # rationale length limit in explain mode
+    dimensions: tuple[Dimension, ...] = field(default_factory=lambda: tuple(Dimension))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+# ---- pure arithmetic ---------------------------------------------------------------------
+def scores_from_logits(logits: torch.Tensor) -> list[DimensionScore]:
+    """Scores of rows of five rating logits (ascending), computed in float64 (Sec. 4.2.2)."""
+    probs = torch.softmax(logits.detach().to(torch.float64), dim=-1)
+    weights = torch.tensor(WEIGHTS, dtype=torch.float64, device=probs.device)
+    scores = probs @ weights
+    entropy = -(probs * torch.log(probs.clamp_min(1e-300))).sum(-1)
+    results = []
+    for p, s, h in zip(probs.tolist(), scores.tolist(), entropy.tolist(), strict=True):
+        best = max(range(len(RATINGS)), key=lambda j, p=p: (p[j], j))
+        results.append(DimensionScore(s, score_to_mos(s), tuple(p), RATINGS[best], h))
+    return results
+
+
+# ---- prompt text -------------------------------------------------------------------------
+def video_content(video: Any) -> list[dict]:
+    """The chat content items of a prepared video (one ``{"type": "video"}`` per run)."""
+    from qsave.video import inputs
+
+    return inputs.video_content(video)
+
+
+def video_kwargs(videos: Sequence[Any]) -> dict:
+    """The processor keyword arguments for prepared videos (frames already sampled, sized)."""
+    from qsave.video import inputs
+
+    return inputs.processor_video_kwargs(videos)
+
+
+def assistant_start(fmt: AnswerFormat, explain: bool = False) -> str:
+    """Text forced at the start of the answer before the rating is read (score-only)."""
+    return EMPTY_THINK if fmt is AnswerFormat.THINK_FIRST and not explain else ""
+
+
+def prompt_parts(
+    processor: Any, content: list[dict], prompt: str | None, dimension: Dimension,
+    fmt: AnswerFormat,
+) -> tuple[str, str]:
+    """(prefix, suffix) text: the prefix ends after the video context, shared by dimensions.
+
+    The full text is the chat template of one user turn (video, context, question) with the
+    assistant start, plus the forced answer start; it is split where the question begins.
+    """
+    question = dimension_question(dimension, fmt)
+    text = f"{video_context(prompt)}\n{question}"
+    messages = [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
+    full = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    full += assistant_start(fmt)
+    cut = full.rfind(question)
+    return full[:cut], full[cut:]
+
+
+def check_split(tokenizer: Any, prefix: str, suffix: str) -> None:
+    """Raise unless tokenizing prefix and suffix apart gives the tokens of the whole text."""
+    whole = tokenizer.encode(prefix + suffix, add_special_tokens=False)
+    parts = tokenizer.encode(prefix, add_special_tokens=False)
+    parts += tokenizer.encode(suffix, add_special_tokens=False)
+    if whole != parts:
+        raise ModelError(
+            f"the prompt cannot be split into a shared video prefix and a dimension suffix: "
+            f"tokens merge across {prefix[-20:]!r} | {suffix[:20]!r}"
+        )
+
+
+# ---- forward passes ----------------------------------------------------------------------
+def _rating_logits(setup: ScoringSetup, hidden: torch.Tensor) -> torch.Tensor:
+    """Only the five rating rows of lm_head, on the gathered rating positions. (N, H) → (N, 5)"""
+    head = setup.model.lm_head
+    ids = torch.tensor(setup.rating_ids, device=hidden.device)
+    bias = head.bias[ids] if head.bias is not None else None
+    return torch.nn.functional.linear(hidden, head.weight[ids], bias).float()
+
+
+def _encode_prefix(setup: ScoringSetup, items: Sequence[VideoPrompt], texts: list[str]) -> dict:
+    """Processor inputs of the prefixes (left padded) with their M-RoPE position ids."""
+    batch = setup.processor(
+        text=texts, **video_kwargs([it.video for it in items]), return_tensors="pt", padding=True
+    ).to(setup.device)
+    positions, _ = setup.model.model.get_rope_index(
+        batch["input_ids"], batch["mm_token_type_ids"],
+        video_grid_thw=batch.get("video_grid_thw"), attention_mask=batch["attention_mask"],
+    )
+    batch["position_ids"] = positions  # (3, B, Lp)
+    return batch
+
+
+def _prefix_pass(setup: ScoringSetup, batch: dict) -> DynamicCache:
+    """Vision encoder + language model over the prefixes; returns the KV cache."""
+    cache = DynamicCache(config=setup.model.config.get_text_config())
+    setup.model.model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"], pixel_values_videos=batch["pixel_values_videos"],
+        video_grid_thw=batch["video_grid_thw"], mm_token_type_ids=batch["mm_token_type_ids"],
+        cache=cache, use_cache=True,
+    )
+    return cache
+
+
+def _pad_right(rows: list[list[int]], pad: int, device: torch.device):
+    """(ids, mask, lengths) of right-padded rows."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    lengths = torch.tensor([len(r) for r in rows])
+    return ids.to(device), mask.to(device), lengths.to(device)
+
+
+def _suffix_pass(
+    setup: ScoringSetup, batch: dict, cache: DynamicCache, suffixes: list[list[int]], repeats: int
+) -> torch.Tensor:
+    """Continue every prefix with its `repeats` suffixes; hidden states at the rating positions."""
+    tokenizer = setup.processor.tokenizer
+    ids, mask, lengths = _pad_right(suffixes, tokenizer.pad_token_id, setup.device)
+    cache.batch_repeat_interleave(repeats)
+    start = batch["position_ids"].amax(dim=(0, 2)) + 1  # next text position per video, (B,)
+    steps = torch.arange(ids.shape[1], device=setup.device)
+    positions = (start.repeat_interleave(repeats)[:, None] + steps).expand(3, -1, -1)
+    prefix_mask = batch["attention_mask"].repeat_interleave(repeats, dim=0)
+    out = setup.model.model(
+        input_ids=ids, attention_mask=torch.cat([prefix_mask, mask], dim=1),
+        position_ids=positions, cache=cache, use_cache=True,
+    )
+    rows = torch.arange(ids.shape[0], device=setup.device)
+    return out.last_hidden_state[rows, lengths - 1]  # (B·D, H)
+
+
+@torch.inference_mode()
+def score_shared(
+    setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension]
+) -> list[dict[Dimension, DimensionScore]]:
+    """Score-only, one video encoding for all dimensions (two passes per batch of videos)."""
+    fmt, tokenizer = setup.answer_format, setup.processor.tokenizer
+    prefixes, suffixes = [], []
+    for item in items:
+        parts = [
+            prompt_parts(setup.processor, video_content(item.video), item.prompt, d, fmt)
+            for d in dimensions
+        ]
+        if len({p for p, _ in parts}) != 1:
+            raise ModelError("the dimension prompts do not share the video prefix")
+        for prefix, suffix in parts:
+            check_split(tokenizer, prefix, suffix)
+            suffixes.append(tokenizer.encode(suffix, add_special_tokens=False))
+        prefixes.append(parts[0][0])
+    batch = _encode_prefix(setup, items, prefixes)
+    cache = _prefix_pass(setup, batch)
+    hidden = _suffix_pass(setup, batch, cache, suffixes, len(dimensions))
+    scores = scores_from_logits(_rating_logits(setup, hidden))
+    return _regroup(scores, len(items), dimensions)
+
+
+@torch.inference_mode()
+def score_independent(
+    setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension],
+    answers: Sequence[str] | None = None,
+) -> list[dict[Dimension, DimensionScore]]:
+    """The reference: one full pass (video included) per video and dimension, in one batch.
+
+    ``answers`` (one per video×dimension, video-major) replaces the forced answer start, e.g. by
+    ``<think>rationale</think>`` to read the rating after a generated analysis.
+    """
+    texts, videos = _full_texts(setup, items, dimensions, answers), []
+    for item in items:
+        videos.extend([item.video] * len(dimensions))
+    batch = setup.processor(
+        text=texts, **video_kwargs(videos), return_tensors="pt", padding=True
+    ).to(setup.device)
+    positions, _ = setup.model.model.get_rope_index(
+        batch["input_ids"], batch["mm_token_type_ids"],
+        video_grid_thw=batch["video_grid_thw"], attention_mask=batch["attention_mask"],
+    )
+    out = setup.model.model(**batch, position_ids=positions)
+    hidden = out.last_hidden_state[:, -1]  # left padded: the rating position is the last one
+    scores = scores_from_logits(_rating_logits(setup, hidden))
+    return _regroup(scores, len(items), dimensions)
+
+
+def _full_texts(
+    setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension],
+    answers: Sequence[str] | None,
+) -> list[str]:
+    """Whole prompts, video-major; with ``answers`` replacing the forced answer start."""
+    fmt, texts = setup.answer_format, []
+    for item in items:
+        for d in dimensions:
+            prefix, suffix = prompt_parts(
+                setup.processor, video_content(item.video), item.prompt, d, fmt
+            )
+            texts.append(prefix + suffix.removesuffix(assistant_start(fmt)))
+    if answers is None:
+        return [t + assistant_start(fmt) for t in texts]
+    return [t + a for t, a in zip(texts, answers, strict=True)]
+
+
+def _regroup(
+    scores: list[DimensionScore], n: int, dimensions: Sequence[Dimension]
+) -> list[dict[Dimension, DimensionScore]]:
+    d = len(dimensions)
+    return [dict(zip(dimensions, scores[i * d : (i + 1) * d], strict=True)) for i in range(n)]
+
+
+# ---- explain mode ------------------------------------------------------------------------
+@torch.inference_mode()
+def generate(setup: ScoringSetup, texts: list[str], videos: list[Any], stop: str) -> list[str]:
+    """Greedy continuations of whole prompts until ``stop`` (or the end of turn), decoded."""
+    tokenizer = setup.processor.tokenizer
+    batch = setup.processor(
+        text=texts, **video_kwargs(videos), return_tensors="pt", padding=True
+    ).to(setup.device)
+    stops = [tokenizer.convert_tokens_to_ids(stop), tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    out = setup.model.generate(
+        **batch, do_sample=False, max_new_tokens=setup.max_new_tokens, eos_token_id=stops,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    new = out[:, batch["input_ids"].shape[1] :]
+    return [_cut(tokenizer.decode(row, skip_special_tokens=False), stop) for row in new]
+
+
+def _cut(text: str, stop: str) -> str:
+    """The rationale: the decoded text up to ``stop`` / end of turn, without special tokens."""
+    for end in (stop, "<|im_end|>", "<|endoftext|>"):
+        text = text.split(end, 1)[0]
+    return text.strip()
+
+
+def explain(
+    setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension]
+) -> list[dict[Dimension, DimensionScore]]:
+    """Scores with a generated rationale (greedy). The rating distribution is read after the
+    rationale for ``<think>…</think>Rating`` and before it for ``Rating<think>…</think>``."""
+    fmt = setup.answer_format
+    videos = [it.video for it in items for _ in dimensions]
+    bare = _full_texts(setup, items, dimensions, [""] * len(videos))
+    if fmt is AnswerFormat.THINK_FIRST:
+        rationales = generate(setup, [t + THINK_OPEN for t in bare], videos, THINK_CLOSE)
+        answers = [f"{THINK_OPEN}{r}{THINK_CLOSE}" for r in rationales]
+        scores = score_independent(setup, items, dimensions, answers)
+    else:
+        scores = score_independent(setup, items, dimensions, [""] * len(videos))
+        ratings = [s.rating for per in scores for s in per.values()]
+        texts = [t + r + THINK_OPEN for t, r in zip(bare, ratings, strict=True)]
+        rationales = generate(setup, texts, videos, THINK_CLOSE)
+    flat = iter(rationales)
+    return [{d: _with_rationale(s, next(flat)) for d, s in per.items()} for per in scores]
+
+
+def _with_rationale(score: DimensionScore, rationale: str) -> DimensionScore:
+    return DimensionScore(**{**asdict(score), "rationale": rationale})
