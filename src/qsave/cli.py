@@ -131,6 +131,9 @@ _ScaleHigh = Annotated[float | None, typer.Option(help="Highest score of the dec
 _MinTrain = Annotated[int | None, typer.Option(help="Minimum raters per train video.")]
 _MinTest = Annotated[int | None, typer.Option(help="Minimum raters per test video.")]
 _MinRl = Annotated[int | None, typer.Option(help="Minimum raters per RL-set video.")]
+_KnownRaters = Annotated[Path | None, typer.Option(help="Known rater ids (raters.json of "
+                                                   "`qsave data synth`, or a table with "
+                                                   "rater_id); others are reported.")]
 
 
 def _given(**flags: object) -> dict[str, object]:
@@ -138,13 +141,21 @@ def _given(**flags: object) -> dict[str, object]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
-def _data_aggregate(ratings: Path, videos: Path | None, flags: dict[str, object]):
+def _data_aggregate(ratings: Path, videos: Path | None, flags: dict[str, object],
+                    raters: Path | None = None):
     """Load, check and aggregate; returns (MosResult, videos frame or None, config)."""
-    from qsave.data.annotations import AnnotationConfig, aggregate, load_ratings, load_videos
+    from qsave.data.annotations import (
+        AnnotationConfig,
+        aggregate,
+        load_rater_ids,
+        load_ratings,
+        load_videos,
+    )
 
     config = AnnotationConfig(**flags)
     video_table = load_videos(videos) if videos else None
-    return aggregate(load_ratings(ratings), video_table, config), video_table, config
+    known = load_rater_ids(raters) if raters else None
+    return aggregate(load_ratings(ratings), video_table, config, known), video_table, config
 
 
 def _data_print_problems(problems: list, limit: int = 20) -> None:
@@ -177,6 +188,7 @@ def data_mos(
     min_raters_train: _MinTrain = None,
     min_raters_test: _MinTest = None,
     min_raters_rl: _MinRl = None,
+    raters: _KnownRaters = None,
 ) -> None:
     """Ratings → MOS per video and dimension, with a report of every problem (Sec. 3.3)."""
     from qsave.data.annotations import write_table
@@ -184,7 +196,7 @@ def data_mos(
     flags = _given(scale_low=scale_low, scale_high=scale_high, integer_scores=integer_scores,
                    min_raters_train=min_raters_train, min_raters_test=min_raters_test,
                    min_raters_rl=min_raters_rl)
-    result, _, _ = _data_aggregate(ratings, videos, flags)
+    result, _, _ = _data_aggregate(ratings, videos, flags, raters)
     write_table(result.mos, out)
     problems_path = write_table(result.report.to_frame(), out.with_suffix(".problems.csv"))
     console.print(f"wrote {out} ({len(result.mos)} MOS, {len(result.usable)} ratings used, "
@@ -205,7 +217,10 @@ def data_screen(
     truth: Annotated[Path | None, typer.Option(help="Expert ground truth of the calibration "
                                                "subset (video_id, dimension, mos) or a "
                                                "manifest; default: leave-one-out MOS.")] = None,
-    raters: Annotated[Path | None, typer.Option(help="Per-rater report to write.")] = None,
+    rater_report: Annotated[Path | None, typer.Option(help="Per-rater report to write "
+                                                      "(default: <out>.raters.csv).")] = None,
+    mos: Annotated[Path | None, typer.Option(help="Also write the MOS recomputed without the "
+                                             "dropped raters.")] = None,
     drop_k: Annotated[int | None, typer.Option(help="Drop the k least accurate raters.")] = None,
     min_srcc: Annotated[float | None, typer.Option(help="Drop raters under this SRCC.")] = None,
     max_mae: Annotated[float | None, typer.Option(help="Drop raters over this MAE.")] = None,
@@ -216,20 +231,29 @@ def data_screen(
     scale_high: _ScaleHigh = None,
 ) -> None:
     """Sample and Scrutinize (App. C.1): rank raters by SRCC/MAE, drop the least accurate."""
-    from qsave.data.annotations import ScreenConfig, load_ratings, screen_raters, write_table
+    from qsave.data.annotations import (
+        ScreenConfig,
+        compute_mos,
+        load_ratings,
+        screen_raters,
+        write_table,
+    )
 
     config = ScreenConfig(**_given(drop_k=drop_k, min_srcc=min_srcc, max_mae=max_mae,
                                    rank_by=rank_by, min_items=min_items))
-    result, _, _ = _data_aggregate(ratings, None, _given(scale_low=scale_low,
-                                                         scale_high=scale_high))
+    result, _, settings = _data_aggregate(ratings, None, _given(scale_low=scale_low,
+                                                                scale_high=scale_high))
     screening = screen_raters(result.usable, _data_truth(truth), config)
     kept = screening.apply(load_ratings(ratings))
     write_table(kept, out)
-    raters = raters or out.with_suffix(".raters.csv")
-    write_table(screening.raters, raters)
+    rater_report = rater_report or out.with_suffix(".raters.csv")
+    write_table(screening.raters, rater_report)
+    if mos:
+        recomputed = compute_mos(screening.apply(result.usable), settings)
+        console.print(f"wrote {write_table(recomputed, mos)} ({len(recomputed)} MOS)")
     console.print(screening.raters.to_string(index=False), soft_wrap=True, markup=False)
     console.print(f"dropped {len(screening.dropped)} rater(s): {', '.join(screening.dropped)}; "
-                  f"wrote {out} and {raters} (reference: {screening.reference})")
+                  f"wrote {out} and {rater_report} (reference: {screening.reference})")
     _data_print_problems(screening.problems)
 
 
@@ -279,6 +303,7 @@ def data_records(
     min_raters_train: _MinTrain = None,
     min_raters_test: _MinTest = None,
     min_raters_rl: _MinRl = None,
+    raters: _KnownRaters = None,
 ) -> None:
     """One record per video and dimension in the CoT format of Sec. 3.4 (JSONL)."""
     from qsave.data.annotations import collect_reasons, load_videos, mos_from_videos
@@ -292,7 +317,7 @@ def data_records(
         flags = _given(scale_low=scale_low, scale_high=scale_high,
                        min_raters_train=min_raters_train, min_raters_test=min_raters_test,
                    min_raters_rl=min_raters_rl)
-        result, table, _ = _data_aggregate(ratings, videos, flags)
+        result, table, _ = _data_aggregate(ratings, videos, flags, raters)
         mos, reasons, problems = result.mos, collect_reasons(result.usable), result.report.problems
     else:
         table = load_videos(videos)
@@ -315,6 +340,7 @@ def data_report(
     min_raters_train: _MinTrain = None,
     min_raters_test: _MinTest = None,
     min_raters_rl: _MinRl = None,
+    raters: _KnownRaters = None,
 ) -> None:
     """Dataset report: MOS distributions (Fig. 6, 7), rater variance (Fig. 9), agreement."""
     from qsave.data.annotations import screen_raters
@@ -323,7 +349,7 @@ def data_report(
     flags = _given(scale_low=scale_low, scale_high=scale_high,
                    min_raters_train=min_raters_train, min_raters_test=min_raters_test,
                    min_raters_rl=min_raters_rl)
-    result, table, _ = _data_aggregate(ratings, videos, flags)
+    result, table, _ = _data_aggregate(ratings, videos, flags, raters)
     screening = screen_raters(result.usable, _data_truth(truth)) if truth else None
     files = write_report(out, result, table, screening)
     console.print(f"wrote {files.html} ({len(result.report.problems)} problem(s) listed)")

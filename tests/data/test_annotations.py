@@ -17,6 +17,7 @@ from qsave.data.annotations import (
     compute_mos,
     inter_rater_agreement,
     krippendorff_alpha,
+    load_rater_ids,
     load_ratings,
     load_videos,
     mos_from_videos,
@@ -139,6 +140,18 @@ def test_videos_table_problems() -> None:
     assert ("bad_split", (3,)) in kinds
     with pytest.raises(AnnotationError, match="lacks column"):
         normalize_videos(frame.drop(columns=["generator"]))
+
+
+def test_unknown_raters_when_a_rater_list_is_given(tmp_path) -> None:
+    (tmp_path / "raters.json").write_text('{"raters": [{"id": "r0"}, {"id": "r1"}]}')
+    known = load_rater_ids(tmp_path / "raters.json")
+    assert known == ["r0", "r1"]
+    pd.DataFrame({"rater_id": ["r0", "r1", "r2"]}).to_csv(tmp_path / "raters.csv", index=False)
+    assert load_rater_ids(tmp_path / "raters.csv") == ["r0", "r1", "r2"]
+    report = aggregate(_ratings(CLEAN), _videos(a="train", b="train"), raters=known).report
+    unknown = [p for p in report.problems if p.kind == "unknown_rater"]
+    assert [p.rows for p in unknown] == [(3,), (6,), (9,), (12,), (15,), (18,)]  # r2's rows
+    assert report.excluded_rows == (3, 6, 9, 12, 15, 18)
 
 
 def test_integer_scores_option() -> None:

@@ -96,14 +96,19 @@ def test_end_to_end_on_the_synthetic_corpus(corpus, tmp_path) -> None:
     manifest, ratings = corpus / "manifest.jsonl", corpus / "ratings.csv"
     unreliable = json.loads((corpus / "raters.json").read_text())["unreliable"]
     assert _run("mos", "--ratings", ratings, "--videos", manifest, "--out",
-                tmp_path / "mos.csv") == 0
+                tmp_path / "mos.csv", "--raters", corpus / "raters.json") == 0
     # Sample and Scrutinize against the manifest's ground-truth MOS finds the random raters
     assert _run("screen", "--ratings", ratings, "--truth", manifest, "--drop-k", len(unreliable),
-                "--out", tmp_path / "screened.csv") == 0
+                "--out", tmp_path / "screened.csv", "--mos", tmp_path / "mos_screened.csv") == 0
     raters = pd.read_csv(tmp_path / "screened.raters.csv")
     assert sorted(raters.loc[raters["dropped"], "rater_id"]) == sorted(unreliable)
     screened = load_ratings(tmp_path / "screened.csv")
     assert not set(screened["rater_id"]) & set(unreliable)
+    recomputed = pd.read_csv(tmp_path / "mos_screened.csv", dtype={"video_id": str})
+    expected = aggregate(screened).mos  # the MOS of the kept raters' ratings
+    assert recomputed["mos"].tolist() == pytest.approx(expected["mos"].tolist())
+    before = pd.read_csv(tmp_path / "mos.csv")
+    assert recomputed["n_raters"].sum() < before["n_raters"].sum()
     # the corpus's own split has no prompt leak; a fresh one keeps rl and regroups the rest
     assert _run("split", "--videos", manifest, "--out", tmp_path / "videos.jsonl") == 0
     split = load_videos(tmp_path / "videos.jsonl")

@@ -231,6 +231,23 @@ def load_ratings(path: str | Path) -> pd.DataFrame:
     return normalize_ratings(read_table(path))
 
 
+def load_rater_ids(path: str | Path) -> list[str]:
+    """Known rater ids: the ``raters.json`` of ``qsave data synth`` (``{"raters": [{"id"}]}``),
+    a JSON list, or a table with a ``rater_id`` (or ``id``) column."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise AnnotationError(f"cannot read raters {path}: {error}") from error
+        items = data.get("raters", []) if isinstance(data, dict) else data
+        return [_as_id(r["id"] if isinstance(r, dict) else r) for r in items]
+    table = read_table(path)
+    column = "rater_id" if "rater_id" in table.columns else "id"
+    _require_columns(table, (column,), "raters table")
+    return [_as_id(r) for r in table[column]]
+
+
 def normalize_videos(frame: pd.DataFrame, base: Path | None = None) -> pd.DataFrame:
     """Videos with string ids and paths resolved against ``base`` (the table's folder).
 
@@ -315,21 +332,29 @@ def check_videos(videos: pd.DataFrame) -> list[Problem]:
     return problems
 
 
-def _row_problems(ratings: pd.DataFrame, known_videos: set[str] | None,
+@dataclass(frozen=True)
+class _Known:
+    """The ids a rating may refer to; None: not checked."""
+
+    videos: set[str] | None = None
+    raters: set[str] | None = None
+
+
+def _row_problems(ratings: pd.DataFrame, known: _Known,
                   config: AnnotationConfig) -> tuple[list[Problem], pd.Series]:
     """Problems of single rating rows, and the mask of rows that pass every row check."""
     problems: list[Problem] = []
     scores = pd.to_numeric(ratings["score"], errors="coerce")
     valid = pd.Series(True, index=ratings.index)
     for index, row in ratings.iterrows():
-        problem = _row_problem(row, scores[index], known_videos, config)
+        problem = _row_problem(row, scores[index], known, config)
         if problem is not None:
             problems.append(problem)
             valid[index] = False
     return problems, valid
 
 
-def _row_problem(row: pd.Series, score: float, known_videos: set[str] | None,
+def _row_problem(row: pd.Series, score: float, known: _Known,
                  config: AnnotationConfig) -> Problem | None:
     """The first problem of one rating row, or None."""
     rows, video, dim = (int(row[ROW]),), row["video_id"], row["dimension"]
@@ -343,8 +368,10 @@ def _row_problem(row: pd.Series, score: float, known_videos: set[str] | None,
     if dim not in RATED_DIMENSIONS:
         return problem("unknown_dimension", f"unknown dimension {row['dimension']!r}; valid: "
                        f"{', '.join(RATED_DIMENSIONS)}")
-    if known_videos is not None and video not in known_videos:
+    if known.videos is not None and video not in known.videos:
         return problem("unknown_video", f"video {video!r} is not in the videos table")
+    if known.raters is not None and row["rater_id"] not in known.raters:
+        return problem("unknown_rater", f"rater {row['rater_id']!r} is not in the raters list")
     if not math.isfinite(score):
         return problem("bad_score", f"score {row['score']!r} is not a number")
     if not config.scale_low <= score <= config.scale_high:
@@ -412,20 +439,22 @@ def _video_coverage(video: str, split: object, rows: tuple[int, ...], counts: pd
 
 
 def check_ratings(ratings: pd.DataFrame, videos: pd.DataFrame | None = None,
-                  config: AnnotationConfig | None = None) -> CheckReport:
+                  config: AnnotationConfig | None = None,
+                  raters: Iterable[str] | None = None) -> CheckReport:
     """Check a normalized ratings table (and its videos table) and report every problem.
 
     Row checks (first failing one per row): empty fields, unknown dimension, unknown video,
-    non-numeric or out-of-range score, optionally non-integer score; then duplicate ratings;
-    then per video: no ratings, missing dimensions, fewer raters than its split needs
-    (Sec. 3.3: 3 train, 12 test). Rows failing a row check or repeated are excluded from MOS.
+    unknown rater (when ``raters`` lists the known ones), non-numeric or out-of-range score,
+    optionally non-integer score; then duplicate ratings; then per video: no ratings, missing
+    dimensions, fewer raters than its split needs (Sec. 3.3: 3 train, 12 test). Rows failing
+    a row check or repeated are excluded from the MOS.
     """
     config = config or AnnotationConfig()
     report = CheckReport()
-    known = None
     if videos is not None:
         report.extend(check_videos(videos))
-        known = set(videos["video_id"].dropna())
+    known = _Known(None if videos is None else set(videos["video_id"].dropna()),
+                   None if raters is None else {_as_id(r) for r in raters})
     row_problems, valid = _row_problems(ratings, known, config)
     report.extend(row_problems)
     report.extend(_duplicate_problems(ratings, valid))
@@ -471,11 +500,12 @@ class MosResult:
 
 
 def aggregate(ratings: pd.DataFrame, videos: pd.DataFrame | None = None,
-              config: AnnotationConfig | None = None) -> MosResult:
+              config: AnnotationConfig | None = None,
+              raters: Iterable[str] | None = None) -> MosResult:
     """Check, then compute the MOS from every usable row (Sec. 3.3)."""
     config = config or AnnotationConfig()
     ratings = normalize_ratings(ratings)
-    report = check_ratings(ratings, videos, config)
+    report = check_ratings(ratings, videos, config, raters)
     usable = usable_ratings(ratings, report)
     return MosResult(compute_mos(usable, config), usable, report)
 
