@@ -146,10 +146,27 @@ def test_predictions_errors_duplicates_and_bad_lines(tmp_path):
         + "\n"
     )
     predictions = load_predictions(path)
-    assert predictions.scores["a"]["visual"] == 0.9  # the first line of a duplicate wins
+    assert predictions.scores["a"]["visual"] == 0.5  # scored twice: the last line wins …
+    assert any("'a' scored more than once" in p for p in predictions.problems)  # … and is said
     assert predictions.errors == {"b": "decode failed"}
     assert predictions.lines == 5 and len(predictions.problems) == 3
-    assert any("duplicate id 'a'" in p for p in predictions.problems)
+
+
+def test_resumed_run_retry_replaces_the_error(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text(_line("a", error="CUDA out of memory") + _line("a", visual=0.7))
+    predictions = load_predictions(path)
+    assert predictions.errors == {} and predictions.scores["a"]["visual"] == 0.7
+    assert predictions.retried == 1 and not predictions.problems
+    assert predictions.notes == ["1 ids retried after an error line"]
+
+
+def test_mixed_models_in_one_file_is_a_problem(tmp_path):
+    lines = [json.loads(_line("a")), json.loads(_line("b"))]
+    lines[0]["model"], lines[1]["model"] = {"name": "ckpt-1"}, {"name": "ckpt-2"}
+    path = tmp_path / "out.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert "2 different model/settings" in load_predictions(path).problems[0]
 
 
 def test_matching_by_id_path_name_and_stem():

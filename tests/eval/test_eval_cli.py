@@ -24,7 +24,8 @@ def _predictions(path: Path, ids: list[str], error_id: str | None = None) -> Pat
 
 
 def test_eval_writes_json_and_html(tmp_path):
-    pred = _predictions(tmp_path / "out.jsonl", ["c000", "c001", "c002"])
+    # c003 is in the train split: with --split test it is left out, not an unknown id
+    pred = _predictions(tmp_path / "out.jsonl", ["c000", "c001", "c002", "c003"])
     code = main(
         [
             "eval",
@@ -45,6 +46,7 @@ def test_eval_writes_json_and_html(tmp_path):
     assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["benchmark"] == "qsave (test)" and report["missing"] == {}
+    assert report["unmatched_predictions"]["count"] == 0
     assert report["config"]["n_resamples"] == 20 and report["config"]["epsilon"] == 0.05
     assert report["correlation"]["visual"]["instance"]["n"] == 3
     assert "data:image/png;base64," in (tmp_path / "r.html").read_text()

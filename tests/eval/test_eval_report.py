@@ -232,3 +232,26 @@ def test_html_embeds_plots_and_rankings(corpus):
     start = html.index("data:image/png;base64,") + len("data:image/png;base64,")
     png = base64.b64decode(html[start : html.index('"', start)])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rankings_share_ranks_on_equal_means(tmp_path):
+    mos = {"a": 5.0, "b": 5.0, "c": 2.0}  # generators a and b tie on human MOS
+    (tmp_path / "m.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"{g}{k}", "generator": g, "mos": {"visual": mos[g]}}) + "\n"
+            for g in mos
+            for k in range(2)
+        )
+    )
+    scores = {"a": 0.9, "b": 0.5, "c": 0.1}
+    rows = {f"{g}{k}": (scores[g], 0.5, 0.5) for g in mos for k in range(2)}
+    _write_predictions(tmp_path / "p.jsonl", rows)
+    report = evaluate(
+        load_predictions(tmp_path / "p.jsonl"), load_truth(tmp_path / "m.jsonl"), FAST
+    )
+    ranking = report.rankings["visual"]
+    assert [(r["generator"], r["rank"], r["mos_rank"]) for r in ranking] == [
+        ("a", 1, 1),
+        ("b", 2, 1),
+        ("c", 3, 3),
+    ]

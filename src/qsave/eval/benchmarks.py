@@ -93,6 +93,7 @@ class Truth:
     scale: Scale = field(default_factory=Scale)
     problems: list[str] = field(default_factory=list)  # rows skipped, with the reason
     notes: list[str] = field(default_factory=list)  # protocol choices worth reporting
+    excluded: list[Video] = field(default_factory=list)  # videos left out on purpose (--split)
 
     def add_video(self, video: Video) -> None:
         """Register a video; the first occurrence of an id wins (pairs repeat videos)."""
@@ -240,10 +241,12 @@ def load_qsave(path: Path, split: str | None = None) -> Truth:
     ``split`` keeps only the rows whose ``split`` column equals it (e.g. ``test``).
     """
     truth = Truth(name="qsave" if split is None else f"qsave ({split})")
-    rows = read_rows(path)
+    rows = list(read_rows(path))
     if split is not None:
-        rows = ((n, r) for n, r in rows if not isinstance(r, dict) or r.get("split") == split)
-        truth.notes.append(f"only the {split!r} split")
+        other = [r for _, r in rows if isinstance(r, dict) and r.get("split") != split]
+        rows = [(n, r) for n, r in rows if not isinstance(r, dict) or r.get("split") == split]
+        truth.excluded = [Video(str(r.get("id")), _optional(r, "path")) for r in other]
+        truth.notes.append(f"only the {split!r} split ({len(other)} other videos left out)")
     _each_row(truth, path, rows, _parse_qsave_row)
     return truth
 
@@ -463,12 +466,20 @@ class Predictions:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # id → message of a failed prediction
-    problems: list[str] = field(default_factory=list)  # unreadable or duplicate lines
+    problems: list[str] = field(default_factory=list)  # unreadable lines, conflicts
+    notes: list[str] = field(default_factory=list)
     lines: int = 0
+    retried: int = 0  # ids whose error line was followed by a later line (a resumed run)
+    models: set[str] = field(default_factory=set)  # distinct model + settings of the lines
 
 
 def load_predictions(path: str | Path) -> Predictions:
-    """Read the JSONL written by ``qsave score``; a line with ``error`` set counts as missing."""
+    """Read the JSONL written by ``qsave score``; a line with ``error`` set counts as missing.
+
+    The file is appended to by resumed runs, so for an id seen twice the last line wins: after
+    an error line that is a retry (counted); after a successful line it is a problem. Lines
+    from more than one model or settings in one file are a problem too.
+    """
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"prediction file not found: {path}")
@@ -482,23 +493,41 @@ def load_predictions(path: str | Path) -> Predictions:
             _add_prediction(predictions, row)
         except AnnotationError as error:
             predictions.problems.append(f"{path.name} line {number}: {error}")
+    if len(predictions.models) > 1:
+        predictions.problems.append(
+            f"{path.name} mixes {len(predictions.models)} different model/settings combinations"
+        )
+    if predictions.retried:
+        predictions.notes.append(f"{predictions.retried} ids retried after an error line")
     return predictions
 
 
 def _add_prediction(predictions: Predictions, row: dict[str, Any]) -> None:
     """One video's line: its id, path, and the score r̂ of each dimension present."""
     video_id = _required(row, "id", "path")
-    if video_id in predictions.scores or video_id in predictions.errors:
-        raise AnnotationError(f"duplicate id {video_id!r}; the first line is kept")
+    scores = row.get("scores")
+    if not row.get("error") and not isinstance(scores, dict):
+        raise AnnotationError(f"id {video_id!r} has neither scores nor an error")
+    values = {} if row.get("error") else _scores_of(scores)  # type: ignore[arg-type]
+    if video_id in predictions.errors:
+        predictions.retried += 1
+        del predictions.errors[video_id]
+    elif video_id in predictions.scores:
+        predictions.problems.append(f"id {video_id!r} scored more than once; last line used")
+        del predictions.scores[video_id]
     if row.get("path"):
         predictions.paths[video_id] = str(row["path"])
+    if row.get("model") is not None or row.get("settings") is not None:
+        predictions.models.add(json.dumps([row.get("model"), row.get("settings")], sort_keys=True))
     if row.get("error"):
         predictions.errors[video_id] = str(row["error"])
-        return
-    scores = row.get("scores")
-    if not isinstance(scores, dict):
-        raise AnnotationError(f"id {video_id!r} has neither scores nor an error")
-    predictions.scores[video_id] = {
+    else:
+        predictions.scores[video_id] = values
+
+
+def _scores_of(scores: dict[str, Any]) -> dict[str, float]:
+    """r̂ per known dimension of a ``scores`` object."""
+    return {
         name: _score(record, name) for name, record in scores.items() if name in DIMENSION_NAMES
     }
 

@@ -220,9 +220,9 @@ def _rankings(p: np.ndarray, t: np.ndarray, g: list, config: EvalConfig) -> list
             row["pred_mos_ci"] = np.percentile(draws, [tail, 100.0 - tail]).tolist()
         rows.append(row)
     rows.sort(key=lambda r: -r["pred_mos"])
-    by_mos = sorted(rows, key=lambda r: -r["mos"])
-    for rank, row in enumerate(rows, start=1):
-        row["rank"], row["mos_rank"] = rank, by_mos.index(row) + 1
+    for row in rows:  # competition ranks: equal means share the better rank
+        row["rank"] = 1 + sum(other["pred_mos"] > row["pred_mos"] for other in rows)
+        row["mos_rank"] = 1 + sum(other["mos"] > row["mos"] for other in rows)
     return rows
 
 
@@ -314,10 +314,17 @@ def _preference_dimension(
 
 
 # --- entry point --------------------------------------------------------------------------------
-def _unmatched(predictions: Predictions, lookups: list[_Lookup]) -> list[str]:
-    """Prediction ids that match no video of the test or calibration truth."""
+def _unmatched(predictions: Predictions, lookups: list[_Lookup], truths: list[Truth]) -> list[str]:
+    """Prediction ids that match no video of the test or calibration truth, nor a video that
+    was left out on purpose (another split of the same manifest)."""
     used = {pred_id for lookup in lookups for pred_id in lookup.matched.values()}
-    return [i for i in (*predictions.scores, *predictions.errors) if i not in used]
+    excluded = {v.id for truth in truths for v in truth.excluded}
+    excluded |= {v.path for truth in truths for v in truth.excluded if v.path}
+    return [
+        i
+        for i in (*predictions.scores, *predictions.errors)
+        if i not in used and i not in excluded and predictions.paths.get(i) not in excluded
+    ]
 
 
 def evaluate(
@@ -333,7 +340,8 @@ def evaluate(
         raise ConfigError("choose either a calibration split or the oracle protocol, not both")
     lookup = _Lookup(truth, predictions)
     calib = (calibration, _Lookup(calibration, predictions)) if calibration is not None else None
-    unmatched = _unmatched(predictions, [lookup] + ([calib[1]] if calib else []))
+    truths = [truth] + ([calibration] if calibration is not None else [])
+    unmatched = _unmatched(predictions, [lookup] + ([calib[1]] if calib else []), truths)
     if unmatched and not config.allow_extra:
         raise AnnotationError(
             f"{len(unmatched)} prediction ids match no {truth.name} video, e.g. "
@@ -348,7 +356,7 @@ def evaluate(
         missing={},
         unmatched_predictions={"count": len(unmatched), "ids": unmatched[:SHOWN_IDS]},
         problems=[*truth.problems, *predictions.problems],
-        notes=list(truth.notes),
+        notes=[*truth.notes, *predictions.notes],
     )
     missing: dict[str, list[str]] = {}
     for dimension in sorted(truth.mos):
@@ -384,7 +392,7 @@ def _fmt(value: Any, ci: list[float] | None = None) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     text = f"{value:.3f}"
-    return f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else text
+    return f"{text} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else text
 
 
 def print_report(report: EvalReport, console) -> None:
