@@ -54,6 +54,24 @@ def data_synth(
 
 
 # --- eval ----------------------------------------------------------------------------------
+def _eval_options(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` adapter options; a value is read as JSON when it parses (2000, 0.5, true)."""
+    import json
+
+    from qsave.errors import ConfigError
+
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 @app.command("eval")
 def eval_(
     pred: Annotated[Path, typer.Option(help="Predictions JSONL written by `qsave score`.")],
@@ -63,6 +81,10 @@ def eval_(
     ] = None,
     split: Annotated[
         str | None, typer.Option(help="qsave manifests: evaluate only this split.")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="Adapter option KEY=VALUE, e.g. n_videos=2000 (repeatable)."),
     ] = None,
     epsilon: Annotated[
         float | None, typer.Option(help="Fixed tie threshold on r̂ (default: EvalConfig, App. A).")
@@ -101,8 +123,8 @@ def eval_(
         allow_extra=allow_extra,
         **{k: v for k, v in given.items() if v is not None},
     )
-    options = {"split": split} if split else {}
-    truth_data = load_truth(truth, benchmark, **options)
+    options = _eval_options(option or [])
+    truth_data = load_truth(truth, benchmark, **options, **({"split": split} if split else {}))
     calib = load_truth(calibration, benchmark, **options) if calibration else None
     report = evaluate(load_predictions(pred), truth_data, config, calib)
     print_report(report, console)

@@ -19,6 +19,11 @@ def test_registry_lists_names_and_refuses_duplicates():
         benchmarks.register_benchmark("qsave")(benchmarks.load_qsave)
 
 
+def test_options_an_adapter_does_not_take_are_refused():
+    with pytest.raises(ConfigError, match="takes no option split; its options: none"):
+        load_truth(FIXTURES / "genai_bench_video.parquet", "genai-bench", split="test")
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(AnnotationError, match="not found"):
         load_truth(tmp_path / "nope.csv", "qsave")

@@ -126,3 +126,35 @@ def test_eval_unmatched_ids_fail_clearly(tmp_path, capsys):
     code = main(["eval", "--pred", str(pred), "--truth", str(FIXTURES / "qsave_manifest.jsonl")])
     assert code == 1
     assert "1 prediction ids match no" in capsys.readouterr().out
+
+
+def test_eval_adapter_options(tmp_path, capsys):
+    ids = [
+        "0001/0001_00.mp4",
+        "0001/0001_01.mp4",
+        "0001/0001_02.mp4",
+        "0001/0001_03.mp4",
+        "0002/0002_00.mp4",
+        "0002/0002_01.mp4",
+        "0002/0002_02.mp4",
+    ]
+    pred = _predictions(tmp_path / "out.jsonl", ids)
+    args = [
+        "eval",
+        "--pred",
+        str(pred),
+        "--truth",
+        str(FIXTURES / "t2vqa_db.txt"),
+        "--benchmark",
+        "t2vqa-db",
+        "--bootstrap",
+        "0",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    main([*args, "--option", "tie_margin=0.5"])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["preference"]["overall"]["pairs"] == 5
+    assert any("|ΔMOS| ≤ 0.5" in note for note in report["notes"])
+    assert main([*args, "--option", "colour=blue"]) == 1
+    assert "takes no option colour" in capsys.readouterr().out

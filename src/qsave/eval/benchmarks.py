@@ -36,6 +36,7 @@ A malformed row never stops the load: it is recorded in ``Truth.problems`` and s
 from __future__ import annotations
 
 import csv
+import inspect
 import itertools
 import json
 import math
@@ -125,10 +126,18 @@ def load_truth(path: str | Path, benchmark: str | None = None, **options: Any) -
     name = benchmark or "qsave"
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
+    adapter = BENCHMARKS[name]
+    accepted = list(inspect.signature(adapter).parameters)[1:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"benchmark {name!r} takes no option {', '.join(unknown)}; "
+            f"its options: {', '.join(accepted) or 'none'}"
+        )
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"ground-truth file not found: {path}")
-    return BENCHMARKS[name](path, **options)
+    return adapter(path, **options)
 
 
 # --- reading tables -----------------------------------------------------------------------------
@@ -142,7 +151,7 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     elif suffix == ".jsonl":
         yield from _jsonl_rows(path)
     else:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # tolerate a BOM
             yield from enumerate(csv.DictReader(handle), start=2)  # line 1 is the header
 
 
