@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,12 +345,28 @@ def _row_problems(ratings: pd.DataFrame, known: _Known,
     problems: list[Problem] = []
     scores = pd.to_numeric(ratings["score"], errors="coerce")
     valid = pd.Series(True, index=ratings.index)
-    for index, row in ratings.iterrows():
+    for index, row in ratings[_suspect_rows(ratings, scores, known, config)].iterrows():
         problem = _row_problem(row, scores[index], known, config)
         if problem is not None:
             problems.append(problem)
             valid[index] = False
     return problems, valid
+
+
+def _suspect_rows(ratings: pd.DataFrame, scores: pd.Series, known: _Known,
+                  config: AnnotationConfig) -> pd.Series:
+    """A vectorized superset of the rows :func:`_row_problem` rejects (it words the message)."""
+    suspect = ratings[["video_id", "rater_id", "dimension"]].isna().any(axis=1)
+    suspect |= ~ratings["dimension"].isin(RATED_DIMENSIONS)
+    if known.videos is not None:
+        suspect |= ~ratings["video_id"].isin(known.videos)
+    if known.raters is not None:
+        suspect |= ~ratings["rater_id"].isin(known.raters)
+    finite = np.isfinite(scores.to_numpy(dtype=float))
+    suspect |= ~finite | ~scores.between(config.scale_low, config.scale_high)
+    if config.integer_scores:
+        suspect |= scores.mod(1).ne(0)
+    return suspect
 
 
 def _row_problem(row: pd.Series, score: float, known: _Known,
@@ -409,18 +424,22 @@ def _coverage_problems(valid: pd.DataFrame, videos: pd.DataFrame | None,
     else:
         split_of = dict.fromkeys(valid["video_id"].unique())
         row_of = {}
-    with_overall = OVERALL in set(valid["dimension"])
+    dims = [*LEARNED_DIMENSIONS, OVERALL] if OVERALL in set(valid["dimension"]) \
+        else list(LEARNED_DIMENSIONS)
+    table = counts.unstack("dimension") if len(counts) else pd.DataFrame(columns=dims)
+    table = table.reindex(index=list(split_of), columns=dims).fillna(0).astype(int)
+    need = pd.Series([config.min_raters(s) for s in split_of.values()], index=table.index)
     problems: list[Problem] = []
-    for video, split in split_of.items():
+    for video in table.index[table.lt(need, axis=0).any(axis=1)]:  # (videos, dimensions)
         rows = (int(row_of[video]),) if video in row_of else ()
-        problems.extend(_video_coverage(video, split, rows, counts, with_overall, config))
+        have = {d: int(n) for d, n in table.loc[video].items()}
+        problems.extend(_video_coverage(video, split_of[video], rows, have, config))
     return problems
 
 
-def _video_coverage(video: str, split: object, rows: tuple[int, ...], counts: pd.Series,
-                    with_overall: bool, config: AnnotationConfig) -> list[Problem]:
-    dims = [*LEARNED_DIMENSIONS, OVERALL] if with_overall else list(LEARNED_DIMENSIONS)
-    have = {d: int(counts.get((video, d), 0)) for d in dims}
+def _video_coverage(video: str, split: object, rows: tuple[int, ...], have: dict[str, int],
+                    config: AnnotationConfig) -> list[Problem]:
+    """The coverage problems of one video, given its number of raters per dimension."""
     if not any(have.values()):
         return [Problem("unrated_video", f"video {video!r} has no usable rating", "videos",
                         rows, video)]
@@ -531,15 +550,13 @@ def collect_reasons(ratings: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
 
     Reads ``reason`` (free text) and ``reason_labels`` (``;``- or ``|``-separated labels).
     """
-    columns = [c for c in ("reason", "reason_labels") if c in ratings.columns]
     found: dict[tuple[str, str], dict[str, int]] = {}
-    for _, row in ratings.iterrows():
-        for column in columns:
-            value = row[column]
-            if _missing(value):
-                continue
+    for column in (c for c in ("reason", "reason_labels") if c in ratings.columns):
+        given = ratings[~ratings[column].map(_missing)]
+        for video, dim, value in zip(given["video_id"], given["dimension"], given[column],
+                                     strict=True):
             parts = _LABEL_SPLIT.split(str(value)) if column == "reason_labels" else [str(value)]
-            counts = found.setdefault((row["video_id"], row["dimension"]), {})
+            counts = found.setdefault((video, dim), {})
             for part in (p.strip() for p in parts):
                 if part:
                     counts[part] = counts.get(part, 0) + 1
@@ -700,13 +717,25 @@ def krippendorff_alpha(units: Iterable[Sequence[float]]) -> float:
     than two values are not pairable and are ignored). Krippendorff (2011), "Computing
     Krippendorff's alpha-reliability", worked example: interval alpha = 0.849.
     """
-    pairable = [np.asarray(u, dtype=float) for u in units if len(u) >= 2]
-    if not pairable:
+    arrays = [np.asarray(u, dtype=float) for u in units]
+    return _alpha_from_sums(np.array([u.size for u in arrays]),
+                            np.array([u.sum() for u in arrays]),
+                            np.array([(u**2).sum() for u in arrays]))
+
+
+def _alpha_from_sums(count: np.ndarray, total: np.ndarray, squares: np.ndarray) -> float:
+    """Interval alpha from each unit's number of values, sum and sum of squares.
+
+    Σ_{i≠j}(v_i − v_j)² = 2·(m·Σv² − (Σv)²) within a unit (D_o, weighted 1/(m−1)) and over
+    all pairable values (D_e); alpha = 1 − (n − 1)·Σ_u[…/(m_u − 1)] / […over all n values].
+    """
+    pairable = count >= 2
+    count, total, squares = count[pairable], total[pairable], squares[pairable]
+    n = count.sum()
+    if n == 0:
         return math.nan
-    values = np.concatenate(pairable)
-    n = values.size
-    observed = sum(2 * (u.size * (u**2).sum() - u.sum() ** 2) / (u.size - 1) for u in pairable)
-    expected = 2 * (n * (values**2).sum() - values.sum() ** 2) / (n - 1)
+    observed = (2 * (count * squares - total**2) / (count - 1)).sum()
+    expected = 2 * (n * squares.sum() - total.sum() ** 2) / (n - 1)
     if expected == 0:
         return math.nan
     return float(1 - observed / expected)
@@ -717,14 +746,15 @@ def inter_rater_agreement(usable: pd.DataFrame) -> pd.DataFrame:
     mean per-video variance (App. C.1, Fig. 9) and the number of videos."""
     rows = []
     for dim, group in usable.groupby("dimension", sort=False):
-        units = [g["score"].to_numpy() for _, g in group.groupby("video_id")]
+        scores = group.assign(square=group["score"] ** 2).groupby("video_id")
+        sums = scores.agg(count=("score", "size"), total=("score", "sum"),
+                          squares=("square", "sum"), variance=("score", "var"))
+        alpha = _alpha_from_sums(*(sums[c].to_numpy(float) for c in ("count", "total",
+                                                                     "squares")))
         loo = rater_agreement(group)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            variance = group.groupby("video_id")["score"].var().mean()
-        rows.append({"dimension": dim, "alpha": krippendorff_alpha(units),
+        rows.append({"dimension": dim, "alpha": alpha,
                      "mean_rater_srcc": float(loo["srcc"].mean()),
-                     "mean_variance": float(variance), "n_videos": len(units)})
+                     "mean_variance": float(sums["variance"].mean()), "n_videos": len(sums)})
     order = {d: i for i, d in enumerate(RATED_DIMENSIONS)}
     table = pd.DataFrame(rows, columns=["dimension", "alpha", "mean_rater_srcc",
                                         "mean_variance", "n_videos"])

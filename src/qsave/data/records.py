@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -155,7 +155,7 @@ def build_messages(video: str, prompt: str | None, dimension: Dimension, fmt: An
     return messages
 
 
-def _attribution(video: pd.Series, dim: str, reasons: dict, config: RecordConfig) -> tuple:
+def _attribution(video: Mapping, dim: str, reasons: dict, config: RecordConfig) -> tuple:
     """(rationale, source) from the videos table, then the raters' reasons; else (None, "")."""
     value = video.get(f"attribution_{dim}")
     if isinstance(value, str) and value.strip():
@@ -166,7 +166,7 @@ def _attribution(video: pd.Series, dim: str, reasons: dict, config: RecordConfig
     return None, ""
 
 
-def _record(video: pd.Series, mos_row: pd.Series, reasons: dict, config: RecordConfig,
+def _record(video: Mapping, mos_row: Mapping, reasons: dict, config: RecordConfig,
             problems: list[Problem]) -> TrainingRecord:
     dim = Dimension.parse(mos_row["dimension"])
     mos = float(mos_row["mos5"])
@@ -223,12 +223,12 @@ def build_records(videos: pd.DataFrame, mos: pd.DataFrame, config: RecordConfig 
     if config.splits is not None:
         chosen = chosen[chosen["split"].isin(config.splits)]
     wanted = mos[mos["dimension"].isin(config.dimensions)]
-    by_key = {(r["video_id"], r["dimension"]): r for _, r in wanted.iterrows()}
+    by_key = {(r["video_id"], r["dimension"]): r for r in wanted.to_dict("records")}
     problems = [Problem("unknown_video", f"MOS for video {v!r} which is not in the videos "
                         "table", "mos", video_id=v)
                 for v in sorted(set(wanted["video_id"]) - set(videos["video_id"]))]
     records = []
-    for _, video in chosen.iterrows():
+    for video in chosen.to_dict("records"):
         for dim in config.dimensions:
             row = by_key.get((video["video_id"], dim))
             if row is None:
