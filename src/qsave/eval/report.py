@@ -334,7 +334,21 @@ def evaluate(
     calibration: Truth | None = None,
 ) -> EvalReport:
     """Every metric the truth supports; raises when prediction ids match nothing (or, unless
-    ``allow_extra``, when some prediction ids match no video)."""
+    ``allow_extra``, when some prediction ids match no video).
+
+    >>> from qsave.eval.benchmarks import Pair, Predictions, Truth, Video
+    >>> truth = Truth("demo", videos={v: Video(v) for v in "abcd"},
+    ...               mos={"visual": {"a": 1.0, "b": 2.0, "c": 4.0, "d": 5.0}},
+    ...               pairs=[Pair("a", "b", "visual", -1), Pair("c", "d", "visual", 0)])
+    >>> predictions = Predictions(scores={"a": {"visual": 0.1}, "b": {"visual": 0.3},
+    ...                                   "c": {"visual": 0.7}}, errors={"d": "decode failed"})
+    >>> report = evaluate(predictions, truth, EvalConfig(n_resamples=0))
+    >>> report.correlation["visual"]["instance"]["srcc"], report.missing
+    (1.0, {'prediction error': {'count': 1, 'ids': ['d']}})
+    >>> visual = report.preference["visual"]
+    >>> visual["accuracy_with_ties"], visual["epsilon"], visual["protocol"], visual["missing"]
+    (1.0, 0.05, 'fixed', {'prediction error': 1})
+    """
     config = config or EvalConfig()
     if calibration is not None and config.oracle:
         raise ConfigError("choose either a calibration split or the oracle protocol, not both")
