@@ -378,6 +378,65 @@ def data_report(
     _data_print_problems(result.report.problems)
 
 
+# --- score ---------------------------------------------------------------------------------
+@app.command("score")
+def score_command(
+    source: Annotated[Path, typer.Argument(help="A video, a directory of videos, or a manifest.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSONL (appended, resumable).")],
+    model: Annotated[str, typer.Option(help="Hub id, checkpoint directory, or 'tiny'.")] = "tiny",
+    prompt: Annotated[str | None, typer.Option(help="Generation prompt for every video.")] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="Prompts per video: JSONL (id|path, prompt) or JSON map.")
+    ] = None,
+    dimensions: Annotated[
+        str | None, typer.Option(help="Comma-separated: visual,dynamic,alignment (default all).")
+    ] = None,
+    explain: Annotated[bool, typer.Option(help="Also generate a rationale (greedy).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Videos per forward pass.")] = 8,
+    csv: Annotated[Path | None, typer.Option(help="Also write a CSV of this run's rows.")] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub revision of --model.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter on --model.")] = None,
+    device: Annotated[str | None, typer.Option(help="cuda, cpu, … (default: cuda if any).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="bfloat16, float32 … (default: by device).")] = (
+        None
+    ),
+    answer_format: Annotated[
+        str, typer.Option(help="rating-first (cool-off, default) or think-first.")
+    ] = "rating-first",
+    video_mode: Annotated[str, typer.Option(help="Frames: slowfast or uniform.")] = "slowfast",
+    max_new_tokens: Annotated[int, typer.Option(help="Rationale length limit (--explain).")] = 256,
+) -> None:
+    """Score videos on visual quality, dynamic quality and text-video alignment (JSONL rows)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from qsave.evaluator import Evaluator, items_from, parse_dimensions, score_to_jsonl
+    from qsave.results import write_csv
+    from qsave.video.inputs import VideoConfig
+
+    dims = parse_dimensions(dimensions.split(",") if dimensions else None)
+    items = items_from(source, prompt, prompts)
+    evaluator = Evaluator.from_pretrained(
+        model, revision=revision, adapter=adapter, device=device, dtype=dtype,
+        answer_format=answer_format, video_config=VideoConfig(mode=video_mode),
+        max_new_tokens=max_new_tokens,
+    )
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("scoring", total=len(items))
+        run = score_to_jsonl(
+            evaluator, items, out, dimensions=dims, explain=explain, batch_size=batch_size,
+            on_result=lambda result: progress.advance(task),
+        )
+    if csv is not None:
+        write_csv(run.records or [], csv)
+    failed = run.failed or []
+    console.print(f"{run.written} scored, {run.skipped} already in {out}, {len(failed)} failed")
+    for name in failed:
+        console.print(f"[red]failed:[/red] {name}")
+    if failed:
+        raise SystemExit(1)
+
+
 # --- demo ----------------------------------------------------------------------------------
 @app.command()
 def demo(

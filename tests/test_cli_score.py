@@ -1,0 +1,90 @@
+"""`qsave score`: inputs, rows per input, exit code, CSV, resume after a kill -9."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qsave.cli import main
+from qsave.data.synthetic import SynthConfig, write_corpus
+from qsave.results import key_of, read_records
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-clips")
+    write_corpus(root, SynthConfig(n=3, seed=3, seconds=0.5))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def no_cached_demo(monkeypatch, tmp_path):
+    monkeypatch.setenv("QSAVE_CACHE", str(tmp_path / "cache"))  # --model tiny: the random one
+
+
+def test_manifest_rows_csv_and_rerun(corpus, tmp_path):
+    out, table = tmp_path / "out.jsonl", tmp_path / "out.csv"
+    args = ["score", str(corpus / "manifest.jsonl"), "-o", str(out), "--model", "tiny",
+            "--dimensions", "visual,alignment", "--batch-size", "2"]
+    assert main([*args, "--csv", str(table)]) == 0
+    rows = list(read_records(out))
+    manifest = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [m["id"] for m in manifest]
+    assert [r["prompt"] for r in rows] == [m["prompt"] for m in manifest]
+    assert all(set(r["scores"]) == {"visual", "alignment"} and r["error"] is None for r in rows)
+    with table.open() as handle:
+        lines = list(csv.DictReader(handle))
+    assert [line["id"] for line in lines] == [r["id"] for r in rows]
+    assert float(lines[0]["visual_mos"]) == pytest.approx(rows[0]["scores"]["visual"]["mos"])
+    assert main(args) == 0  # resumed: nothing left to do, nothing appended
+    assert list(read_records(out)) == rows
+
+
+def test_a_bad_input_is_a_row_and_a_non_zero_exit(corpus, tmp_path, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.mp4").write_bytes((corpus / "clips" / "syn-00000.mp4").read_bytes())
+    (clips / "b.mp4").write_bytes(b"garbage")
+    out = tmp_path / "out.jsonl"
+    code = main(["score", str(clips), "-o", str(out), "--prompt", "two cubes", "--explain",
+                 "--max-new-tokens", "2", "--dimensions", "dynamic"])
+    assert code == 1
+    assert "failed: b" in capsys.readouterr().out
+    rows = {r["id"]: r for r in read_records(out)}
+    assert set(rows) == {"a", "b"}
+    assert rows["b"]["error"] and not rows["b"]["scores"]
+    assert isinstance(rows["a"]["scores"]["dynamic"]["rationale"], str)
+    assert rows["a"]["prompt"] == "two cubes" and rows["a"]["settings"]["explain"] is True
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_gives_the_same_rows(corpus, tmp_path):
+    out, reference = tmp_path / "killed.jsonl", tmp_path / "reference.jsonl"
+    args = ["score", str(corpus / "manifest.jsonl"), "--batch-size", "1", "--dimensions", "visual"]
+    assert main([*args, "-o", str(reference)]) == 0
+    env = {**os.environ, "QSAVE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    code = f"from qsave.cli import main; main({[*args, '-o', str(out)]!r})"
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if out.is_file() and out.read_bytes().count(b"\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, "the child finished before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    written = list(read_records(out))
+    assert 1 <= len(written) < 3
+    assert main([*args, "-o", str(out)]) == 0
+    rows, expected = list(read_records(out)), list(read_records(reference))
+    assert [r["id"] for r in rows] == [r["id"] for r in expected]
+    assert len({key_of(r) for r in rows}) == len(rows)
+    assert rows[: len(written)] == written  # written rows survive the kill unchanged
+    for row, ref in zip(rows, expected, strict=True):
+        assert row["scores"]["visual"]["score"] == pytest.approx(ref["scores"]["visual"]["score"])
