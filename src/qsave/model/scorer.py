@@ -207,11 +207,21 @@ def _suffix_pass(
     return out.last_hidden_state[rows, lengths - 1]  # (B·D, H)
 
 
-@torch.inference_mode()
-def score_shared(
+@dataclass
+class Encoded:
+    """Processor outputs on the device, ready for the forward passes (what a benchmark times
+    apart from the CPU-side preprocessing)."""
+
+    batch: dict  # processor outputs (+ "position_ids"), on the model's device
+    suffixes: list[list[int]] | None  # shared mode: the dimension suffix tokens, video-major
+    count: int  # number of videos
+    dimensions: tuple[Dimension, ...]
+
+
+def encode_shared(
     setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension]
-) -> list[dict[Dimension, DimensionScore]]:
-    """Score-only, one video encoding for all dimensions (two passes per batch of videos)."""
+) -> Encoded:
+    """The shared prefixes (with their videos) and the dimension suffixes of a batch."""
     fmt, tokenizer = setup.answer_format, setup.processor.tokenizer
     prefixes, suffixes = [], []
     for item in items:
@@ -226,13 +236,54 @@ def score_shared(
             suffixes.append(tokenizer.encode(suffix, add_special_tokens=False))
         prefixes.append(parts[0][0])
     batch = _encode_prefix(setup, items, prefixes)
-    cache = _prefix_pass(setup, batch)
-    hidden = _suffix_pass(setup, batch, cache, suffixes, len(dimensions))
-    scores = scores_from_logits(_rating_logits(setup, hidden))
-    return _regroup(scores, len(items), dimensions)
+    return Encoded(batch, suffixes, len(items), tuple(dimensions))
 
 
 @torch.inference_mode()
+def forward_shared(setup: ScoringSetup, encoded: Encoded) -> list[dict[Dimension, DimensionScore]]:
+    """Prefix pass (vision + KV cache) once per video, then all suffixes in one batch."""
+    cache = _prefix_pass(setup, encoded.batch)
+    hidden = _suffix_pass(setup, encoded.batch, cache, encoded.suffixes, len(encoded.dimensions))
+    scores = scores_from_logits(_rating_logits(setup, hidden))
+    return _regroup(scores, encoded.count, encoded.dimensions)
+
+
+def score_shared(
+    setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension]
+) -> list[dict[Dimension, DimensionScore]]:
+    """Score-only, one video encoding for all dimensions (two passes per batch of videos)."""
+    return forward_shared(setup, encode_shared(setup, items, dimensions))
+
+
+def encode_independent(
+    setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension],
+    answers: Sequence[str] | None = None,
+) -> Encoded:
+    """Whole prompts, video included, one per video and dimension (video-major)."""
+    texts, videos = _full_texts(setup, items, dimensions, answers), []
+    for item in items:
+        videos.extend([item.video] * len(dimensions))
+    batch = setup.processor(
+        text=texts, **video_kwargs(videos), return_tensors="pt", padding=True
+    ).to(setup.device)
+    batch["position_ids"], _ = setup.model.model.get_rope_index(
+        batch["input_ids"], batch["mm_token_type_ids"],
+        video_grid_thw=batch["video_grid_thw"], attention_mask=batch["attention_mask"],
+    )
+    return Encoded(batch, None, len(items), tuple(dimensions))
+
+
+@torch.inference_mode()
+def forward_independent(
+    setup: ScoringSetup, encoded: Encoded
+) -> list[dict[Dimension, DimensionScore]]:
+    """One full forward pass over all (video, dimension) prompts, rating at the last position."""
+    out = setup.model.model(**encoded.batch)
+    hidden = out.last_hidden_state[:, -1]  # left padded: the rating position is the last one
+    scores = scores_from_logits(_rating_logits(setup, hidden))
+    return _regroup(scores, encoded.count, encoded.dimensions)
+
+
 def score_independent(
     setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension],
     answers: Sequence[str] | None = None,
@@ -242,20 +293,7 @@ def score_independent(
     ``answers`` (one per video×dimension, video-major) replaces the forced answer start, e.g. by
     ``<think>rationale</think>`` to read the rating after a generated analysis.
     """
-    texts, videos = _full_texts(setup, items, dimensions, answers), []
-    for item in items:
-        videos.extend([item.video] * len(dimensions))
-    batch = setup.processor(
-        text=texts, **video_kwargs(videos), return_tensors="pt", padding=True
-    ).to(setup.device)
-    positions, _ = setup.model.model.get_rope_index(
-        batch["input_ids"], batch["mm_token_type_ids"],
-        video_grid_thw=batch["video_grid_thw"], attention_mask=batch["attention_mask"],
-    )
-    out = setup.model.model(**batch, position_ids=positions)
-    hidden = out.last_hidden_state[:, -1]  # left padded: the rating position is the last one
-    scores = scores_from_logits(_rating_logits(setup, hidden))
-    return _regroup(scores, len(items), dimensions)
+    return forward_independent(setup, encode_independent(setup, items, dimensions, answers))
 
 
 def _full_texts(
