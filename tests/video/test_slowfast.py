@@ -7,7 +7,6 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 from videoclips import stripes
 
 from qsave.errors import ConfigError
@@ -30,12 +29,13 @@ from qsave.video.slowfast import (
 )
 
 H, W, P = 168, 224, 28  # a 6 × 8 grid of 28-px patches: the thumbnail is the frame itself
+KEYE = SlowFastConfig(similarity_patch=28)  # keye-vl-utils' exact thumbnail geometry
 
 
 def test_thumbnail_of_a_keye_sized_frame_is_the_frame():
-    assert thumbnail_size(H, W, SlowFastConfig()) == (H, W)
+    assert thumbnail_size(H, W, KEYE) == (H, W)
     frame = stripes(0)[None]
-    np.testing.assert_array_equal(thumbnails(frame), frame)
+    np.testing.assert_array_equal(thumbnails(frame, KEYE), frame)
 
 
 def test_static_shot_then_cut_then_pan():
@@ -43,12 +43,21 @@ def test_static_shot_then_cut_then_pan():
     cut = [stripes(0, vertical=False)] * 3  # cosine 0.5 with vertical stripes: S F F
     pan = [stripes(2 * k, vertical=False) for k in range(1, 7)]  # 2 px a frame: F F S F F S
     frames = np.stack(static + cut + pan)
-    plan = plan_slowfast(frames, np.arange(len(frames)) / 8)
+    plan = plan_slowfast(frames, np.arange(len(frames)) / 8, KEYE)
     labels = "".join("S" if s else "F" for s in plan.slow)
     assert labels == "SFFF" + "SFF" + "FFSFFS"
     assert plan.similarity[1:4] == (1.0, 1.0, 1.0)
     assert plan.similarity[4] == 0.0  # every patch changed at the cut
     assert plan.similarity[9] == 0.0  # 6 px from the last slow frame: cosine 8/14 < 0.7
+
+
+def test_default_half_resolution_grid_gives_the_same_labels():
+    frames = np.stack(
+        [stripes(0)] * 3 + [stripes(0, vertical=False)] * 2 + [stripes(8, vertical=False)]
+    )
+    default = plan_slowfast(frames, np.arange(6) / 8)
+    keye = plan_slowfast(frames, np.arange(6) / 8, KEYE)
+    assert default.slow == keye.slow == (True, False, False, True, False, True)
 
 
 @pytest.mark.parametrize(("changed", "slow"), [(4, False), (5, True)])
@@ -59,7 +68,7 @@ def test_frame_similarity_threshold(changed, slow):
     for k in range(changed):
         r, c = divmod(k, 8)
         second[r * P : (r + 1) * P, c * P : (c + 1) * P] = 255 - first[r * P : (r + 1) * P, :P]
-    labels, similarity = label_thumbnails(np.stack([first, second]))
+    labels, similarity = label_thumbnails(np.stack([first, second]), KEYE)
     assert similarity[1] == pytest.approx((48 - changed) / 48)
     assert labels == (True, slow)
 
@@ -70,23 +79,23 @@ def test_black_patches_are_left_out():
     first[H // 2 :] = 0
     second = first.copy()
     second[:P, : 3 * P] = 255 - second[:P, : 3 * P]
-    labels, similarity = label_thumbnails(np.stack([first, second]))
+    labels, similarity = label_thumbnails(np.stack([first, second]), KEYE)
     assert similarity[1] == pytest.approx(21 / 24)
     assert labels == (True, True)
     black = np.zeros((2, H, W, 3), np.uint8)
-    assert label_thumbnails(black) == ((True, False), (1.0, 1.0))
+    assert label_thumbnails(black, KEYE) == ((True, False), (1.0, 1.0))
 
 
 def test_threshold_is_configurable():
     frames = np.stack([stripes(0), stripes(3)])  # cosine 11/14 = 0.79 on every patch
-    assert label_thumbnails(frames)[0] == (True, False)
-    strict = SlowFastConfig(patch_similarity=0.8)
+    assert label_thumbnails(frames, KEYE)[0] == (True, False)
+    strict = SlowFastConfig(similarity_patch=28, patch_similarity=0.8)
     assert label_thumbnails(frames, strict)[0] == (True, True)
 
 
 def test_hsv_matches_colorsys_in_opencv_ranges():
     rgb = np.random.default_rng(0).integers(0, 256, (500, 3))
-    ours = rgb_to_hsv(torch.tensor(rgb, dtype=torch.float32)).numpy()
+    ours = rgb_to_hsv(rgb.astype(np.uint8)[None])[0].astype(float)
     for (r, g, b), (h, s, v) in zip(rgb, ours, strict=True):
         rh, rs, rv = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
         assert min(abs(h - rh * 180), 180 - abs(h - rh * 180)) <= 0.5
@@ -167,7 +176,7 @@ def test_uniform_plan_is_one_run_at_one_size():
 
 def test_plan_reports_every_frame():
     frames = np.stack([stripes(0), stripes(0), stripes(0, vertical=False)])
-    plan = plan_slowfast(frames, [0.0, 0.125, 0.25], source_indices=[0, 4, 8])
+    plan = plan_slowfast(frames, [0.0, 0.125, 0.25], KEYE, source_indices=[0, 4, 8])
     rows = [(f.source_index, f.timestamp, f.slow, f.size) for f in plan.frames]
     assert rows == [
         (0, 0.0, True, plan.slow_size),

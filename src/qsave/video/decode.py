@@ -253,10 +253,10 @@ def _frame_time(frame: av.VideoFrame, stats: _Stats, nominal_fps: float | None) 
     return stats.last_time + step
 
 
-def _output_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+def output_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
     """(height, width) no longer than ``max_side``, aspect ratio kept, at least 1 pixel.
 
-    >>> _output_size(4320, 7680, 1280)
+    >>> output_size(4320, 7680, 1280)
     (720, 1280)
     """
     longest = max(height, width)
@@ -295,13 +295,13 @@ def _display(size: tuple[int, int], rotation: int) -> tuple[int, int]:
 
 def _to_rgb(frame: av.VideoFrame, rotation: int, max_side: int | None, convert) -> np.ndarray:
     """Convert one frame to RGB in display orientation, longest side at most ``max_side``."""
-    size = _output_size(frame.height, frame.width, max_side)
+    size = output_size(frame.height, frame.width, max_side)
     return _to_rgb_size(frame, _display(size, rotation), rotation, convert)
 
 
 def _keep_lazy(frame: av.VideoFrame, rotation: int, max_side, thumbnail_size, convert):
     """Keep the frame in its pixel format (shrunk to ``max_side``) and an RGB thumbnail."""
-    height, width = _output_size(frame.height, frame.width, max_side)
+    height, width = output_size(frame.height, frame.width, max_side)
     if (height, width) != (frame.height, frame.width):
         frame = convert(frame, width, height, frame.format.name)
     if thumbnail_size is None:
