@@ -50,16 +50,19 @@ def test_a_bad_input_is_a_row_and_a_non_zero_exit(corpus, tmp_path, capsys):
     clips.mkdir()
     (clips / "a.mp4").write_bytes((corpus / "clips" / "syn-00000.mp4").read_bytes())
     (clips / "b.mp4").write_bytes(b"garbage")
+    (clips / "c.mp4").write_bytes((clips / "a.mp4").read_bytes())  # same bytes, its own row
     out = tmp_path / "out.jsonl"
-    code = main(["score", str(clips), "-o", str(out), "--prompt", "two cubes", "--explain",
-                 "--max-new-tokens", "2", "--dimensions", "dynamic"])
-    assert code == 1
+    args = ["score", str(clips), "-o", str(out), "--prompt", "two cubes", "--explain",
+            "--max-new-tokens", "2", "--dimensions", "dynamic"]
+    assert main(args) == 1
     assert "failed: b" in capsys.readouterr().out
     rows = {r["id"]: r for r in read_records(out)}
-    assert set(rows) == {"a", "b"}
+    assert set(rows) == {"a", "b", "c"} and rows["a"]["content_hash"] == rows["c"]["content_hash"]
     assert rows["b"]["error"] and not rows["b"]["scores"]
     assert isinstance(rows["a"]["scores"]["dynamic"]["rationale"], str)
     assert rows["a"]["prompt"] == "two cubes" and rows["a"]["settings"]["explain"] is True
+    assert main(args) == 1  # resumed: the failed row stays the answer for b, nothing added
+    assert len(list(read_records(out))) == 3
 
 
 @pytest.mark.slow

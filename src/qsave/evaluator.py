@@ -278,8 +278,8 @@ def pending_items(
     for index, item in enumerate(items):
         if item.path is not None and item.content_hash is None and Path(item.path).is_file():
             item.content_hash = content_hash(item.path)
-        probe = {"content_hash": item.content_hash, "path": item.path, "prompt": item.prompt,
-                 "model": model, "settings": settings}
+        probe = {"id": item.name, "content_hash": item.content_hash, "path": item.path,
+                 "prompt": item.prompt, "model": model, "settings": settings}
         if key_of(probe) in done:
             old[index] = done[key_of(probe)]
         else:

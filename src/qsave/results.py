@@ -75,10 +75,12 @@ def content_hash(path: str | os.PathLike) -> str:
 
 
 def key_of(record: dict[str, Any]) -> str:
-    """The resume key of a record: what it scored (content, else path) and how."""
+    """The resume key of a record: what it scored (content, else path; and the input's id, so
+    two copies of one file each keep their row) and how (prompt, model, settings)."""
     what = record.get("content_hash") or f"path:{record.get('path')}"
     how = json.dumps(
-        [record.get("prompt"), record.get("model"), record.get("settings")], sort_keys=True
+        [record.get("id"), record.get("prompt"), record.get("model"), record.get("settings")],
+        sort_keys=True,
     )
     return f"{what}|{hashlib.sha256(how.encode()).hexdigest()[:16]}"
 
