@@ -38,16 +38,36 @@ from qsave.video.inputs import VideoConfig, prepare_video
 PROMPT = "A red ball bounces across a wooden table while the camera slowly pans to the right."
 # Qwen3-VL-8B-Instruct's config.json (text 36 × 4096, vision 27 × 1152, deepstack 8/16/24)
 QWEN3_VL_8B_TEXT = dict(
-    vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
-    num_attention_heads=32, num_key_value_heads=8, head_dim=128, hidden_act="silu",
-    max_position_embeddings=262144, rms_norm_eps=1e-6, attention_bias=False,
-    rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
-                     "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+    vocab_size=151936,
+    hidden_size=4096,
+    intermediate_size=12288,
+    num_hidden_layers=36,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    hidden_act="silu",
+    max_position_embeddings=262144,
+    rms_norm_eps=1e-6,
+    attention_bias=False,
+    rope_parameters={
+        "rope_type": "default",
+        "rope_theta": 5_000_000.0,
+        "mrope_section": [24, 20, 20],
+        "mrope_interleaved": True,
+    },
 )
 QWEN3_VL_8B_VISION = dict(
-    depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, in_channels=3,
-    patch_size=16, spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=4096,
-    num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24],
+    depth=27,
+    hidden_size=1152,
+    intermediate_size=4304,
+    num_heads=16,
+    in_channels=3,
+    patch_size=16,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    out_hidden_size=4096,
+    num_position_embeddings=2304,
+    deepstack_visual_indexes=[8, 16, 24],
     hidden_act="gelu_pytorch_tanh",
 )
 
@@ -79,10 +99,14 @@ def build_8b(device: torch.device, dtype: torch.dtype):
     processor = build_processor()
     ids = processor.tokenizer.convert_tokens_to_ids
     config = Qwen3VLConfig(
-        text_config=QWEN3_VL_8B_TEXT, vision_config=QWEN3_VL_8B_VISION,
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=False, attn_implementation="sdpa",
+        text_config=QWEN3_VL_8B_TEXT,
+        vision_config=QWEN3_VL_8B_VISION,
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+        attn_implementation="sdpa",
     )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -182,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     setup = scorer.ScoringSetup(model, processor, rating_token_ids(processor.tokenizer, fmt), fmt)
     params = sum(p.numel() for p in model.parameters())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"model {args.shape}: {params / 1e9:.3f} B params, {dtype}, {name}, "
-          f"attention {model.config._attn_implementation}, built in "
-          f"{time.perf_counter() - start:.1f} s; torch {torch.__version__}")
+    print(
+        f"model {args.shape}: {params / 1e9:.3f} B params, {dtype}, {name}, "
+        f"attention {model.config._attn_implementation}, built in "
+        f"{time.perf_counter() - start:.1f} s; torch {torch.__version__}"
+    )
     summary = video.settings["plan"]
     print(f"clip: {args.seconds:g} s {width}x{height} -> {summary}")
     for batch in args.batch_sizes:

@@ -410,6 +410,7 @@ def score_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from qsave.evaluator import Evaluator, items_from, parse_dimensions, score_to_jsonl
+    from qsave.model.load import TINY_RANDOM_ID
     from qsave.results import write_csv
     from qsave.video.inputs import VideoConfig
 
@@ -420,6 +421,8 @@ def score_command(
         answer_format=answer_format, video_config=VideoConfig(mode=video_mode),
         max_new_tokens=max_new_tokens,
     )
+    if evaluator.info.id == TINY_RANDOM_ID:
+        console.print("[yellow]note:[/yellow] the tiny model is untrained: its scores mean nothing")
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("scoring", total=len(items))

@@ -1,8 +1,8 @@
 """The public evaluator: load a checkpoint, score videos on the three dimensions (paper Sec. 4.2).
 
->>> evaluator = Evaluator.from_pretrained("tiny")
->>> evaluator.info.id
-'qsave/tiny-random-seed0'
+>>> evaluator = Evaluator.from_pretrained("tiny", device="cpu")
+>>> evaluator.info.dtype, evaluator.settings(parse_dimensions(["visual"]), False)["dimensions"]
+('float32', ['visual'])
 """
 
 from __future__ import annotations
