@@ -440,6 +440,58 @@ def score_command(
         raise SystemExit(1)
 
 
+# --- video ---------------------------------------------------------------------------------
+@app.command("video")
+def video_command(
+    paths: Annotated[list[Path], typer.Argument(help="Video files to decode and plan.")],
+    mode: Annotated[str, typer.Option(help="Frames: slowfast or uniform.")] = "slowfast",
+    frames: Annotated[bool, typer.Option(help="Also list every frame (index, time, S/F).")] = False,
+) -> None:
+    """Decode and plan each video with the default VideoConfig; one JSON line per file."""
+    import dataclasses
+    import json
+
+    from qsave.errors import VideoError
+    from qsave.video.inputs import VideoConfig, prepare_video
+
+    config, failed = VideoConfig(mode=mode), 0
+    for path in paths:
+        try:
+            prepared = prepare_video(path, config)
+        except VideoError as error:
+            failed += 1
+            print(json.dumps({"video": str(path), "error": str(error)}))
+            continue
+        row = {"video": str(path), "info": dataclasses.asdict(prepared.info)}
+        row["plan"] = prepared.plan.summary()
+        if frames:
+            row["frames"] = [
+                [f.source_index, round(f.timestamp, 3), "S" if f.slow else "F"]
+                for f in prepared.plan.frames
+            ]
+        print(json.dumps(row))
+    if failed:
+        raise SystemExit(1)
+
+
+# --- train ---------------------------------------------------------------------------------
+@app.command("train")
+def train_command(
+    config: Annotated[Path, typer.Option(help="Training config YAML/JSON (see configs/).")],
+    stage: Annotated[
+        str, typer.Option(help="sft, grpo, cooloff, or all (finished stages are skipped).")
+    ] = "all",
+) -> None:
+    """Train an evaluator: SFT (CE + MSE) → GRPO → cool-off SFT, a checkpoint per stage."""
+    from qsave.train.config import load_train_config
+    from qsave.train.pipeline import parse_stage, run_pipeline
+
+    settings = load_train_config(config)
+    finals = run_pipeline(settings, parse_stage(stage), log=console.print)
+    for name, path in finals.items():
+        console.print(f"{name}: {path}")
+
+
 # --- demo ----------------------------------------------------------------------------------
 @app.command()
 def demo(

@@ -18,10 +18,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-from transformers.video_utils import VideoMetadata
 
 from qsave.errors import ConfigError
 from qsave.video.decode import DecodeConfig, SampledFrames, VideoInfo, sample_frames
@@ -33,6 +32,9 @@ from qsave.video.slowfast import (
     make_plan,
     thumbnail_size,
 )
+
+if TYPE_CHECKING:  # transformers is imported when the first video item is built
+    from transformers.video_utils import VideoMetadata
 
 TIMESTAMP_TICKS = 1000  # VideoMetadata.fps: frames_indices are timestamps in milliseconds
 
@@ -101,6 +103,8 @@ def _pad(frames: list[np.ndarray], times: list[int], temporal_patch: int):
 
 
 def _run_item(sampled: SampledFrames, plan: SlowFastPlan, run: Run):
+    from transformers.video_utils import VideoMetadata
+
     size = plan.slow_size if run.slow else plan.fast_size
     frames = [sampled.to_rgb(i, size) for i in range(run.start, run.stop)]
     ticks = [round(plan.timestamps[i] * TIMESTAMP_TICKS) for i in range(run.start, run.stop)]

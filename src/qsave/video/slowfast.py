@@ -34,8 +34,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from qsave.errors import ConfigError
 
@@ -312,6 +310,9 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
 
 def thumbnails(frames: np.ndarray, config: SlowFastConfig = SlowFastConfig()) -> np.ndarray:
     """(N, H, W, 3) uint8 → (N, h, w, 3) uint8 at Keye's thumbnail size (bilinear, antialiased)."""
+    import torch  # only this resize needs it; prepare_video takes thumbnails from the decoder
+    import torch.nn.functional as F
+
     size = thumbnail_size(frames.shape[1], frames.shape[2], config)
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # channels-last view
     x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
