@@ -474,6 +474,24 @@ def video_command(
         raise SystemExit(1)
 
 
+# --- train ---------------------------------------------------------------------------------
+@app.command("train")
+def train_command(
+    config: Annotated[Path, typer.Option(help="Training config YAML/JSON (see configs/).")],
+    stage: Annotated[
+        str, typer.Option(help="sft, grpo, cooloff, or all (finished stages are skipped).")
+    ] = "all",
+) -> None:
+    """Train an evaluator: SFT (CE + MSE) → GRPO → cool-off SFT, a checkpoint per stage."""
+    from qsave.train.config import load_train_config
+    from qsave.train.pipeline import parse_stage, run_pipeline
+
+    settings = load_train_config(config)
+    finals = run_pipeline(settings, parse_stage(stage), log=console.print)
+    for name, path in finals.items():
+        console.print(f"{name}: {path}")
+
+
 # --- demo ----------------------------------------------------------------------------------
 @app.command()
 def demo(

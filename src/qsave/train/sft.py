@@ -1,0 +1,332 @@
+"""Stage 1 (and 3): SFT with α·CE + β·MSE(r̂, r) (paper Sec. 4.2.3, Eq. of L_SFT).
+
+A record (``qsave.data.records``) becomes Qwen3-VL inputs through SlowFast
+(``qsave.video.inputs.prepare_video``, cached per video so epochs do not decode again); the
+prompt is masked from the labels, only the answer (rationale, rating, end of turn) is learned.
+Rows are left padded, so every answer ends at the last position and the model's lm_head runs
+only on the last ``answer_width`` positions (``logits_to_keep``) — never on the video sequence.
+r̂ = Σ softmax(rating logits)·w at the rating position, regressed on r = (MOS − 1)/4.
+
+>>> import torch
+>>> logits = torch.zeros(1, 3, 8); labels = torch.tensor([[-100, 5, 2]])
+>>> loss, parts = sft_loss_from_logits(logits, labels, torch.tensor([0]), (1, 2, 3, 4, 5),
+...                                    torch.tensor([0.5]))
+>>> round(parts["ce"], 4), parts["mse"]  # ln 8 per token; r̂ = 0.5 for uniform logits
+(2.0794, 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from qsave.data.records import TrainingRecord, load_records
+from qsave.dimensions import WEIGHTS
+from qsave.errors import AnnotationError, ConfigError, ModelError
+from qsave.model.load import rating_token_ids
+from qsave.prompts import AnswerFormat
+from qsave.train.config import ModelConfig, SFTConfig
+from qsave.video.inputs import PreparedVideo, VideoConfig, prepare_video, processor_video_kwargs
+from qsave.video.inputs import video_content as run_items
+
+IGNORE = -100  # label of masked (prompt / padding) positions
+END_OF_TURN = "<|im_end|>"
+
+
+# ---- inputs ------------------------------------------------------------------------------
+class VideoCache:
+    """Prepared (decoded, SlowFast-planned) videos by path: each video is decoded once."""
+
+    def __init__(self, config: VideoConfig | None = None) -> None:
+        self.config = config or VideoConfig()
+        self._items: dict[str, PreparedVideo] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, path: str) -> PreparedVideo:
+        if path not in self._items:
+            self._items[path] = prepare_video(path, self.config)
+        return self._items[path]
+
+    def put(self, path: str, video: PreparedVideo) -> None:
+        """Register an already prepared video (e.g. frames rendered in memory)."""
+        self._items[path] = video
+
+
+def prompt_messages(record: TrainingRecord, video: PreparedVideo) -> list[dict]:
+    """The record's messages without the answer, its video item expanded to one per run."""
+    messages = []
+    for message in record.messages:
+        if message["role"] == "assistant":
+            continue
+        content = message["content"]
+        if isinstance(content, list):
+            expanded = []
+            for item in content:
+                expanded += run_items(video) if item.get("type") == "video" else [item]
+            content = expanded
+        messages.append({"role": message["role"], "content": content})
+    return messages
+
+
+def rating_index(answer_ids: Sequence[int], rating_ids: Sequence[int], fmt: AnswerFormat) -> int:
+    """Index in the answer tokens of the rating word: first token (rating-first) or the last
+    rating token (think-first, the word after ``</think>``).
+
+    >>> rating_index([7, 3, 9], (3, 4), AnswerFormat.THINK_FIRST)
+    1
+    """
+    hits = [i for i, t in enumerate(answer_ids) if t in rating_ids]
+    if fmt is AnswerFormat.RATING_FIRST:
+        return 0 if hits and hits[0] == 0 else -1
+    return hits[-1] if hits else -1
+
+
+def pad_left(rows: Sequence[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Batch single-row processor outputs: text tensors left padded, video tensors joined."""
+    width = max(r["input_ids"].shape[1] for r in rows)
+    batch: dict[str, torch.Tensor] = {}
+    for key, fill in (("input_ids", pad_id), ("attention_mask", 0), ("mm_token_type_ids", 0)):
+        if key in rows[0]:
+            batch[key] = torch.stack([F.pad(r[key][0], (width - r[key].shape[1], 0), value=fill)
+                                      for r in rows])
+    for key in ("pixel_values_videos", "video_grid_thw"):
+        if key in rows[0]:
+            batch[key] = torch.cat([r[key] for r in rows])
+    return batch
+
+
+@dataclass
+class SFTCollator:
+    """Records → a left-padded batch with labels, rating positions and target scores.
+
+    Each record is encoded once (video decoding, SlowFast, processor) and kept, so later
+    epochs only pad and join cached tensors.
+    """
+
+    processor: Any
+    rating_ids: tuple[int, ...]
+    videos: VideoCache
+    answer_format: AnswerFormat = AnswerFormat.THINK_FIRST
+
+    def __post_init__(self) -> None:
+        self._encoded: dict[str, tuple[dict[str, torch.Tensor], list[int], int]] = {}
+
+    def encode(self, record: TrainingRecord) -> tuple[dict[str, torch.Tensor], list[int], int]:
+        """(processor outputs of one record, answer token ids, rating index in the answer)."""
+        if record.id in self._encoded:
+            return self._encoded[record.id]
+        video = self.videos.get(record.video)
+        prompt = self.processor.apply_chat_template(
+            prompt_messages(record, video), tokenize=False, add_generation_prompt=True
+        )
+        answer_text = record.target + END_OF_TURN
+        answer = self.processor.tokenizer.encode(answer_text, add_special_tokens=False)
+        row = dict(self.processor(text=[prompt + answer_text], **processor_video_kwargs([video]),
+                                  return_tensors="pt"))
+        if row["input_ids"][0, -len(answer):].tolist() != answer:
+            raise AnnotationError(
+                f"record {record.id}: the answer does not tokenize the same inside the prompt; "
+                "check its target text"
+            )
+        k = rating_index(answer, self.rating_ids, self.answer_format)
+        if k < 0:
+            raise AnnotationError(
+                f"record {record.id}: no rating token where the {self.answer_format.value} "
+                f"format puts it in {record.target!r}"
+            )
+        self._encoded[record.id] = (row, answer, k)
+        return self._encoded[record.id]
+
+    def __call__(self, records: Sequence[TrainingRecord]) -> dict[str, torch.Tensor]:
+        encoded = [self.encode(r) for r in records]
+        batch = pad_left([row for row, _, _ in encoded], self.processor.tokenizer.pad_token_id)
+        width = max(len(a) for _, a, _ in encoded) + 1  # + the position predicting the 1st token
+        labels = torch.full((len(records), width), IGNORE, dtype=torch.long)
+        positions = torch.empty(len(records), dtype=torch.long)
+        for i, (_, answer, k) in enumerate(encoded):
+            labels[i, width - len(answer):] = torch.tensor(answer)
+            positions[i] = width - len(answer) + k - 1  # the position predicting the rating
+        batch["labels"] = labels  # (B, W): targets of the last W positions
+        batch["rating_positions"] = positions  # (B,) into the last W positions
+        batch["target_scores"] = torch.tensor([r.score for r in records], dtype=torch.float32)
+        return batch
+
+
+# ---- loss --------------------------------------------------------------------------------
+def rating_expectation(rating_logits: torch.Tensor) -> torch.Tensor:
+    """r̂ = Σ_j softmax(logits)_j·w_j over the five ascending ratings. (N, 5) → (N,)"""
+    weights = torch.tensor(WEIGHTS, dtype=rating_logits.dtype, device=rating_logits.device)
+    return torch.softmax(rating_logits, dim=-1) @ weights
+
+
+def sft_loss_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, rating_positions: torch.Tensor,
+    rating_ids: Sequence[int], target_scores: torch.Tensor, alpha: float = 1.0, beta: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """α·CE(answer tokens) + β·MSE(r̂, r). ``logits`` (B, W, V) of the last W positions."""
+    logits = logits.float()
+    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+    ce = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+        ignore_index=IGNORE,
+    )
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    ids = torch.tensor(list(rating_ids), device=logits.device)
+    r_hat = rating_expectation(logits[rows, rating_positions][:, ids])
+    mse = F.mse_loss(r_hat, target_scores.to(r_hat))
+    loss = alpha * ce + beta * mse
+    return loss, {"ce": ce.item(), "mse": mse.item(), "loss": loss.item()}
+
+
+MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw",
+              "mm_token_type_ids")
+
+
+def sft_forward(model: Any, batch: dict, rating_ids: Sequence[int], alpha: float = 1.0,
+                beta: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """One forward pass and the SFT loss; logits only on the last ``labels.shape[1]`` positions."""
+    inputs = {k: batch[k] for k in MODEL_KEYS if k in batch}
+    out = model(**inputs, logits_to_keep=batch["labels"].shape[1], use_cache=False)
+    return sft_loss_from_logits(
+        out.logits, batch["labels"], batch["rating_positions"], rating_ids,
+        batch["target_scores"], alpha, beta,
+    )
+
+
+class QsaveSFTTrainer(Trainer):
+    """transformers Trainer whose loss is α·CE + β·MSE(r̂, r); components are logged."""
+
+    def __init__(self, *args: Any, rating_ids: Sequence[int], alpha: float = 1.0,
+                 beta: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rating_ids, self.alpha, self.beta = tuple(rating_ids), alpha, beta
+        self._parts: dict[str, list[float]] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, parts = sft_forward(model, inputs, self.rating_ids, self.alpha, self.beta)
+        for key in ("ce", "mse"):
+            self._parts.setdefault(key, []).append(parts[key])
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        for key, values in self._parts.items():
+            if values:
+                logs[f"loss_{key}"] = sum(values) / len(values)
+        self._parts = {}
+        super().log(logs, *args, **kwargs)
+
+
+# ---- model -------------------------------------------------------------------------------
+def load_for_training(config: ModelConfig, source: str | None = None) -> tuple[Any, Any]:
+    """(model, processor) from ``source`` (a stage checkpoint) or ``config.model``; LoRA
+    adapters added when configured, the vision tower frozen when asked."""
+    source = source or config.model
+    if source == "tiny":
+        from qsave.model.tiny import build_tiny
+
+        model, processor = build_tiny(config.seed)
+    else:
+        from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+        try:
+            processor = AutoProcessor.from_pretrained(source)
+            model = Qwen3VLForConditionalGeneration.from_pretrained(source, dtype="auto")
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cannot load {source!r} for training: {error}") from error
+    model.train()
+    if config.freeze_vision:
+        model.model.visual.requires_grad_(False)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    if config.lora:
+        model = _with_lora(model, config)
+    return model, processor
+
+
+def _with_lora(model: Any, config: ModelConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    targets = rf"^model\.language_model\..*\.({'|'.join(config.lora_targets)})$"
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=targets)
+    return get_peft_model(model, lora)
+
+
+def save_model(model: Any, processor: Any, directory: str | Path) -> Path:
+    """Save a stage's result (merged LoRA weights, so the next stage and ``qsave score`` load
+    a plain checkpoint) with its processor."""
+    directory = Path(directory)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def use_bf16(config: ModelConfig) -> bool:
+    if config.bf16 is None:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if config.bf16 and not torch.cuda.is_available():
+        raise ConfigError("bf16 = true needs a CUDA device; set bf16: null or false on CPU")
+    return config.bf16
+
+
+# ---- the stage ---------------------------------------------------------------------------
+def training_arguments(config: SFTConfig, model_config: ModelConfig, output_dir: Path
+                       ) -> TrainingArguments:
+    """TrainingArguments mirroring ``SFTConfig`` (AdamW betas, clipping, warm-up, cosine)."""
+    return TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, num_train_epochs=config.epochs,
+        max_steps=config.max_steps, learning_rate=config.optim.learning_rate,
+        weight_decay=config.optim.weight_decay, adam_beta1=config.optim.betas[0],
+        adam_beta2=config.optim.betas[1], max_grad_norm=config.optim.max_grad_norm,
+        warmup_steps=config.optim.warmup_steps, lr_scheduler_type=config.optim.scheduler,
+        save_steps=config.save_steps, logging_steps=config.logging_steps,
+        bf16=use_bf16(model_config), seed=model_config.seed, remove_unused_columns=False,
+        report_to=[], deepspeed=config.deepspeed, dataloader_num_workers=0,
+        save_only_model=False, use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def train_sft(
+    config: SFTConfig, model_config: ModelConfig, output_dir: str | Path,
+    answer_format: AnswerFormat = AnswerFormat.THINK_FIRST, init: str | None = None,
+    records: Sequence[TrainingRecord] | None = None,
+) -> Path:
+    """Run SFT (resuming from the newest ``checkpoint-*`` in ``output_dir``) and save the
+    model to ``output_dir/final``; returns that folder."""
+    output_dir = Path(output_dir)
+    if records is None:
+        records = load_records(config.records).records
+    if not records:
+        raise ConfigError(f"no training records for SFT in {config.records!r}")
+    model, processor = load_for_training(model_config, init)
+    collator = SFTCollator(processor, rating_token_ids(processor.tokenizer, answer_format),
+                           VideoCache(VideoConfig.from_dict(config.video)), answer_format)
+    trainer = QsaveSFTTrainer(
+        model=model, args=training_arguments(config, model_config, output_dir),
+        train_dataset=list(records), data_collator=collator, rating_ids=collator.rating_ids,
+        alpha=config.alpha, beta=config.beta,
+    )
+    resume = any(output_dir.glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    return save_model(trainer.model, processor, output_dir / "final")
+
+
+def steps_for(config: SFTConfig, n_records: int) -> int:
+    """Optimisation steps the stage will take."""
+    if config.max_steps > 0:
+        return config.max_steps
+    per_epoch = math.ceil(n_records / (config.batch_size * config.grad_accum))
+    return math.ceil(per_epoch * config.epochs)
