@@ -143,3 +143,14 @@ def test_explain_think_first_reads_after_the_rationale(tiny, videos):
     for d in DIMENSIONS:
         assert explained[d].score == pytest.approx(reread[d].score, abs=TOL)
     assert "rationale" in explained[Dimension.VISUAL].to_dict()
+
+
+def test_padding_side_does_not_change_scores(tiny, videos, monkeypatch):
+    setup, pair = setup_for(tiny), videos[3:5]  # a 0.5 s and a 1 s clip: padding is needed
+    left = [flat(scorer.score_shared(setup, pair, DIMENSIONS)),
+            flat(scorer.score_independent(setup, pair, DIMENSIONS))]
+    monkeypatch.setattr(tiny.processor.tokenizer, "padding_side", "right")
+    right = [flat(scorer.score_shared(setup, pair, DIMENSIONS)),
+             flat(scorer.score_independent(setup, pair, DIMENSIONS))]
+    for a, b in zip(left, right, strict=True):
+        assert torch.allclose(a, b, atol=TOL, rtol=0)

@@ -20,7 +20,7 @@ MOS = 1 + 4·r̂, and the entropy of p.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -71,7 +71,6 @@ class ScoringSetup:
     rating_ids: tuple[int, ...]  # ascending: Bad … Excellent
     answer_format: AnswerFormat = AnswerFormat.RATING_FIRST
     max_new_tokens: int = 256  # rationale length limit in explain mode
-    dimensions: tuple[Dimension, ...] = field(default_factory=lambda: tuple(Dimension))
 
     @property
     def device(self) -> torch.device:
@@ -127,6 +126,8 @@ def prompt_parts(
     full = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     full += assistant_start(fmt)
     cut = full.rfind(question)
+    if cut < 0:
+        raise ModelError("the chat template does not keep the dimension question verbatim")
     return full[:cut], full[cut:]
 
 
@@ -279,7 +280,10 @@ def forward_independent(
 ) -> list[dict[Dimension, DimensionScore]]:
     """One full forward pass over all (video, dimension) prompts, rating at the last position."""
     out = setup.model.model(**encoded.batch)
-    hidden = out.last_hidden_state[:, -1]  # left padded: the rating position is the last one
+    mask = encoded.batch["attention_mask"]
+    steps = torch.arange(mask.shape[1], device=mask.device)
+    last = (mask * steps).argmax(dim=1)  # the rating position: the last real token, any padding
+    hidden = out.last_hidden_state[torch.arange(mask.shape[0], device=mask.device), last]
     scores = scores_from_logits(_rating_logits(setup, hidden))
     return _regroup(scores, encoded.count, encoded.dimensions)
 
