@@ -405,6 +405,13 @@ def score_command(
     ] = "rating-first",
     video_mode: Annotated[str, typer.Option(help="Frames: slowfast or uniform.")] = "slowfast",
     max_new_tokens: Annotated[int, typer.Option(help="Rationale length limit (--explain).")] = 256,
+    backend: Annotated[str, typer.Option(help="transformers, or vllm (where installed).")] = (
+        "transformers"
+    ),
+    ray: Annotated[bool, typer.Option(help="Score on Ray Data (actors holding models).")] = False,
+    ray_actors: _RayActors = None,
+    ray_gpus: _RayGpus = None,
+    ray_address: _RayAddress = None,
 ) -> None:
     """Score videos on visual quality, dynamic quality and text-video alignment (JSONL rows)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -416,20 +423,28 @@ def score_command(
 
     dims = parse_dimensions(dimensions.split(",") if dimensions else None)
     items = items_from(source, prompt, prompts)
-    evaluator = Evaluator.from_pretrained(
-        model, revision=revision, adapter=adapter, device=device, dtype=dtype,
-        answer_format=answer_format, video_config=VideoConfig(mode=video_mode),
-        max_new_tokens=max_new_tokens,
-    )
-    if evaluator.info.id == TINY_RANDOM_ID:
-        console.print("[yellow]note:[/yellow] the tiny model is untrained: its scores mean nothing")
-    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("scoring", total=len(items))
-        run = score_to_jsonl(
-            evaluator, items, out, dimensions=dims, explain=explain, batch_size=batch_size,
-            on_result=lambda result: progress.advance(task),
+    if ray or backend != "transformers":  # Ray Data / vLLM: the serve block (issue 8)
+        spec = _serve_model_spec(model, backend, revision, adapter, device, dtype,
+                                 answer_format, video_mode, max_new_tokens)
+        run = _serve_score(items, out, spec, dims, explain, batch_size,
+                           ray, _given(actors=ray_actors, gpus_per_actor=ray_gpus,
+                                       address=ray_address))
+    else:
+        evaluator = Evaluator.from_pretrained(
+            model, revision=revision, adapter=adapter, device=device, dtype=dtype,
+            answer_format=answer_format, video_config=VideoConfig(mode=video_mode),
+            max_new_tokens=max_new_tokens,
         )
+        if evaluator.info.id == TINY_RANDOM_ID:
+            console.print("[yellow]note:[/yellow] the tiny model is untrained: its scores mean "
+                          "nothing")
+        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("scoring", total=len(items))
+            run = score_to_jsonl(
+                evaluator, items, out, dimensions=dims, explain=explain, batch_size=batch_size,
+                on_result=lambda result: progress.advance(task),
+            )
     if csv is not None:
         write_csv(run.records or [], csv)
     failed = run.failed or []
@@ -490,6 +505,85 @@ def train_command(
     finals = run_pipeline(settings, parse_stage(stage), log=console.print)
     for name, path in finals.items():
         console.print(f"{name}: {path}")
+
+
+# --- serve ---------------------------------------------------------------------------------
+_RayActors = Annotated[int | None, typer.Option(help="--ray: scoring actors (default 1).")]
+_RayGpus = Annotated[float | None, typer.Option(help="--ray: GPUs per actor (default 0).")]
+_RayAddress = Annotated[str | None, typer.Option(help="--ray: cluster address (default: a local "
+                                                 "cluster).")]
+
+
+def _serve_model_spec(model, backend, revision, adapter, device, dtype, answer_format,
+                      video_mode, max_new_tokens):
+    from qsave.serve.distributed import ModelSpec
+
+    return ModelSpec(model, backend, revision, adapter, device, dtype, answer_format, video_mode,
+                     max_new_tokens)
+
+
+def _serve_score(items, out, spec, dims, explain, batch_size, ray, ray_flags):
+    """``qsave score --ray`` / ``--backend vllm``: the FileRun of the scale-out scorer."""
+    from qsave.serve.distributed import RayConfig, score_scaled
+
+    config = RayConfig(batch_size=batch_size, **ray_flags) if ray else None
+    where = f"on Ray ({config.actors} actor(s))" if config else "in this process"
+    console.print(f"scoring {len(items)} video(s) with the {spec.backend} backend {where}")
+    return score_scaled(items, out, spec, dimensions=dims, explain=explain,
+                        batch_size=batch_size, ray=config)
+
+
+@app.command("serve")
+def serve_command(
+    model: Annotated[str | None, typer.Option(help="Hub id, checkpoint directory, or 'tiny'.")]
+    = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    token: Annotated[str | None, typer.Option(envvar="QSAVE_SERVE_TOKEN", show_default=False,
+                                              help="Bearer token for /score and /reward.")]
+    = None,
+    allowed_root: Annotated[Path | None, typer.Option(help="Directory whose files may be "
+                                                      "scored by path.")] = None,
+    max_video_mb: Annotated[float | None, typer.Option(help="One upload at most (MiB).")] = None,
+    max_request_mb: Annotated[float | None, typer.Option(help="A request body at most (MiB).")]
+    = None,
+    max_items: Annotated[int | None, typer.Option(help="Videos per /reward request.")] = None,
+    request_timeout_s: Annotated[float | None, typer.Option(help="Upload and scoring time "
+                                                            "limit (s).")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Videos per forward pass.")] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help="Micro-batching window (ms).")] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Waiting videos before 503.")] = None,
+    weights: Annotated[str | None, typer.Option(help='Reward weights, JSON: {"visual": 1, …}.')]
+    = None,
+    error_reward: Annotated[float | None, typer.Option(help="Reward of an unscorable video.")]
+    = None,
+    allow_unauthenticated: Annotated[bool | None, typer.Option(
+        help="Serve without a token on a non-loopback address.")] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub revision of --model.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter on --model.")] = None,
+    device: Annotated[str | None, typer.Option(help="cuda, cpu, … (default: cuda if any).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="bfloat16, float32 … (default: by device).")]
+    = None,
+    answer_format: Annotated[str | None, typer.Option(help="rating-first or think-first.")] = None,
+    video_mode: Annotated[str | None, typer.Option(help="Frames: slowfast or uniform.")] = None,
+) -> None:
+    """Serve the evaluator over HTTP: /score, /reward (one reward per video), /health, /metrics."""
+    import json
+
+    from qsave.serve.server import ServeConfig, serve
+
+    parsed = json.loads(weights) if weights else None
+    config = ServeConfig(**_given(
+        model=model, host=host, port=port, token=token,
+        allowed_root=str(allowed_root) if allowed_root else None, max_video_mb=max_video_mb,
+        max_request_mb=max_request_mb, max_items=max_items, request_timeout_s=request_timeout_s,
+        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
+        weights=parsed, error_reward=error_reward, allow_unauthenticated=allow_unauthenticated,
+        revision=revision, adapter=adapter, device=device, dtype=dtype,
+        answer_format=answer_format, video_mode=video_mode))
+    console.print(f"serving {config.model} on http://{config.host}:{config.port} "
+                  f"(auth: {'bearer token' if config.token else 'none'})")
+    serve(config)
 
 
 # --- demo ----------------------------------------------------------------------------------

@@ -209,3 +209,19 @@ def score_with_ray(
     ordered = [records[i] for i in range(len(items))]
     failed = [r["id"] for r in ordered if r.get("error")]
     return FileRun(written, len(items) - written, failed, ordered)
+
+
+def score_scaled(
+    items: Sequence[Any], out: str | os.PathLike, spec: ModelSpec, *,
+    dimensions: Iterable[str | Dimension] | None = None, explain: bool = False,
+    batch_size: int = 8, ray: RayConfig | None = None,
+) -> Any:
+    """``qsave score`` with ``--ray`` and/or ``--backend vllm``: on Ray when ``ray`` is given,
+    else in this process with the chosen backend; the ``FileRun`` of ``qsave score``."""
+    if ray is not None:
+        return score_with_ray(items, out, spec, dimensions=dimensions, explain=explain,
+                              config=ray)
+    from qsave.evaluator import score_to_jsonl
+
+    return score_to_jsonl(spec.load(), items, out, dimensions=dimensions, explain=explain,
+                          batch_size=batch_size)
