@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +68,11 @@ def make_clip(path: Path, height: int, width: int, seconds: float, fps: int = 30
     return path
 
 
+def _clip(workdir: Path, size: int, seconds: float) -> Path:
+    path = workdir / f"{size}p-{seconds:g}s.mp4"
+    return path if path.exists() else make_clip(path, *SIZES[size], seconds)
+
+
 def raw_decode(path: Path, max_side: int | None) -> int:
     """Decode in order with threads; convert the frame nearest each k/8 s (rgb24)."""
     reformatter, kept, target, previous = VideoReformatter(), 0, 0.0, None
@@ -88,15 +92,21 @@ def raw_decode(path: Path, max_side: int | None) -> int:
     return kept
 
 
-def timed(function, repeats: int) -> float:
-    """Median wall time in ms over ``repeats`` runs after one warm-up run."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timed_together(functions: dict, repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` wall time in ms of each function, runs interleaved after a warm-up.
+
+    Interleaving and the minimum keep background load on a shared machine from favouring one
+    side: each function gets the same chances at a quiet moment.
+    """
+    for function in functions.values():
         function()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: min(values) for name, values in times.items()}
 
 
 KEYE_SCRIPT = textwrap.dedent(
@@ -119,7 +129,7 @@ KEYE_SCRIPT = textwrap.dedent(
         times = []
         for _ in range(repeats):
             t = time.perf_counter(); fn(); times.append((time.perf_counter() - t) * 1000)
-        out[name] = statistics.median(times)
+        out[name] = min(times)
     frames, kwargs = keye()
     out["keye_slow"] = int((kwargs["frame_types"] == 0).sum())
     out["keye_frames"] = int(len(kwargs["frame_types"]))
@@ -151,12 +161,12 @@ def keye_times(venv: Path | None, path: Path, repeats: int) -> dict:
 
 def bench_clip(path: Path, repeats: int, venv: Path | None) -> dict:
     max_side = DecodeConfig().max_side
-    row = {
-        "clip": path.name,
-        "raw_native": timed(lambda: raw_decode(path, None), repeats),
-        "raw_scaled": timed(lambda: raw_decode(path, max_side), repeats),
-        "qsave": timed(lambda: prepare_video(path), repeats),
+    functions = {
+        "raw_native": lambda: raw_decode(path, None),
+        "raw_scaled": lambda: raw_decode(path, max_side),
+        "qsave": lambda: prepare_video(path),
     }
+    row = {"clip": path.name, **timed_together(functions, repeats)}
     prepared = prepare_video(path)
     row["qsave_slow"], row["qsave_frames"] = sum(prepared.plan.slow), len(prepared.plan.slow)
     row["tokens"] = prepared.num_tokens
@@ -190,15 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keye-venv", type=Path, help="venv with keye-vl-utils and decord")
     parser.add_argument("--setup-keye", action="store_true", help="create --keye-venv first")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--workdir", type=Path, help="keep the generated clips here (reused)")
     args = parser.parse_args(argv)
     if args.setup_keye and args.keye_venv and not (args.keye_venv / "bin" / "python").exists():
         setup_keye(args.keye_venv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        clips = args.clips or [
-            make_clip(Path(tmp) / f"{s}p.mp4", *SIZES[s], args.seconds) for s in args.sizes
-        ]
-        print("ms per clip, median; a raw decode, b qsave prepare_video, c keye fetch_video")
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        clips = args.clips or [_clip(workdir, s, args.seconds) for s in args.sizes]
+        print("ms per clip, best of N; a raw decode, b qsave prepare_video, c keye fetch_video")
         for clip in clips:
             rows.append(bench_clip(clip, args.repeats, args.keye_venv))
             print_row(rows[-1])

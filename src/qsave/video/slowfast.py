@@ -328,16 +328,11 @@ class _PatchStats:
     bright: np.ndarray  # (P,) mean V of each patch
 
 
-@functools.cache
-def _block_matrix(length: int, patch: int) -> np.ndarray:
-    """(length // patch, length) 0/1 matrix summing consecutive blocks of ``patch``."""
-    return np.kron(np.eye(length // patch, dtype=np.float32), np.ones((1, patch), np.float32))
-
-
 def _patch_sum(plane: np.ndarray, patch: int) -> np.ndarray:
-    """(h, w) → (P,) sums over each patch × patch block, row-major patch order (two GEMMs)."""
+    """(h, w) → (P,) sums over each patch × patch block, row-major patch order."""
     h, w = plane.shape
-    return (_block_matrix(h, patch) @ plane @ _block_matrix(w, patch).T).ravel()
+    rows = plane.reshape(h, w // patch, patch).sum(axis=2)  # (h, pw)
+    return rows.reshape(h // patch, patch, w // patch).sum(axis=1).ravel()
 
 
 def _patch_stats(thumb: np.ndarray, patch: int) -> _PatchStats:
