@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+import qsave
 from qsave.cli import main
 from qsave.data.synthetic import SynthConfig, write_corpus
 from qsave.results import key_of, read_records
@@ -70,7 +72,10 @@ def test_resume_after_kill_9_gives_the_same_rows(corpus, tmp_path):
     out, reference = tmp_path / "killed.jsonl", tmp_path / "reference.jsonl"
     args = ["score", str(corpus / "manifest.jsonl"), "--batch-size", "1", "--dimensions", "visual"]
     assert main([*args, "-o", str(reference)]) == 0
-    env = {**os.environ, "QSAVE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    source_root = str(Path(qsave.__file__).resolve().parents[1])  # importable without install
+    path = os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "QSAVE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": path}
     code = f"from qsave.cli import main; main({[*args, '-o', str(out)]!r})"
     child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
