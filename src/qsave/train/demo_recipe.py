@@ -26,13 +26,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from transformers import get_scheduler
 
-from qsave.data.annotations import load_videos, mos_from_videos
+from qsave.data.annotations import load_videos, mos_from_videos, normalize_videos
 from qsave.data.records import RecordConfig, TrainingRecord, build_records
-from qsave.data.synthetic import SynthConfig, write_corpus
+from qsave.data.synthetic import SynthConfig, plan_corpus, synthesize, write_corpus
 from qsave.dimensions import DIMENSIONS, Dimension, mos_to_score
 from qsave.eval.metrics import plcc, srcc
 from qsave.model.load import rating_token_ids
@@ -41,7 +42,7 @@ from qsave.train.config import CooloffConfig, GRPOConfig, OptimConfig
 from qsave.train.cooloff import cooloff_records
 from qsave.train.grpo import grpo_step, make_grpo_state, sample_rollouts
 from qsave.train.sft import SFTCollator, VideoCache, save_model, sft_forward
-from qsave.video.inputs import VideoConfig
+from qsave.video.inputs import TIMESTAMP_TICKS, PreparedVideo, VideoConfig
 
 PROBE_DIMS = (Dimension.VISUAL, Dimension.DYNAMIC)  # what the demo-only probe regresses
 REPORT = "demo_report.json"
@@ -53,13 +54,14 @@ class DemoConfig:
 
     minutes: float = 10.0  # time budget on 2 CPU cores; steps scale with minutes / 10
     seed: int = 0  # corpus, model and training seed
-    n_clips: int = 240  # synthetic clips over train / test / rl
+    n_clips: int = 240  # synthetic clips (mp4) over train / test / rl
+    pool_clips: int = 1200  # extra training clips drawn in memory (no mp4), train split only
     size: int = 64  # frame size, pixels
     seconds: float = 2.0  # clip length (16 frames at 8 fps)
-    warmup_steps: int = 300  # DEMO-ONLY vision warm-up steps
-    warmup_lr: float = 2e-3  # its learning rate
+    warmup_steps: int = 700  # DEMO-ONLY vision warm-up steps
+    warmup_lr: float = 1e-3  # its learning rate
     warmup_batch: int = 16  # clips per warm-up step
-    sft_steps: int = 300  # stage 1 steps
+    sft_steps: int = 600  # stage 1 steps
     sft_batch: int = 6  # records per step
     lr: float = 1e-3  # AdamW lr of the SFT stages (betas 0.9/0.95, clip 1.0, cosine)
     lr_warmup: int = 100  # linear warm-up steps of the SFT stages
@@ -68,11 +70,13 @@ class DemoConfig:
     grpo_prompts: int = 2  # prompts per GRPO step
     grpo_generations: int = 4  # G
     grpo_lr: float = 1e-4  # GRPO learning rate
-    cooloff_steps: int = 150  # stage 3 steps
+    cooloff_steps: int = 250  # stage 3 steps
     cooloff_generations: int = 2  # rollouts per train/RL record to collect correct ones from
+    cooloff_records: int = 600  # at most this many train/RL records are sampled from
     max_new_tokens: int = 48  # rationale length in rollouts and stage 1–2 scoring
     threads: int = 2  # torch CPU threads
-    video_mode: str = "slowfast"  # frame selection (qsave.video): slowfast or uniform
+    video_mode: str = "uniform"  # frame selection (qsave.video): uniform (all 16 frames, full
+    # size, the same layout as the in-memory training clips) or slowfast
     uniform_fps: float = 8.0  # frames per second in the uniform mode (all frames, full size)
 
     def scaled(self, steps: int) -> int:
@@ -128,7 +132,8 @@ class DemoData:
 
 
 def build_data(workdir: Path, config: DemoConfig) -> DemoData:
-    """Write the synthetic corpus (once) and build the records of each split."""
+    """Write the synthetic corpus (once), build the records of each split, and add the
+    in-memory training pool to the train split."""
     corpus = workdir / "corpus"
     if not (corpus / "manifest.jsonl").is_file():
         write_corpus(corpus, SynthConfig(n=config.n_clips, seed=config.seed, size=config.size,
@@ -136,8 +141,42 @@ def build_data(workdir: Path, config: DemoConfig) -> DemoData:
     videos = load_videos(corpus / "manifest.jsonl")
     records = build_records(videos, mos_from_videos(videos), RecordConfig()).records
     split = {s: [r for r in records if r.split == s] for s in ("train", "rl", "test")}
-    video = VideoConfig(mode=config.video_mode, uniform_fps=config.uniform_fps)
-    return DemoData(split["train"], split["rl"], split["test"], VideoCache(video))
+    cache = VideoCache(VideoConfig(mode=config.video_mode, uniform_fps=config.uniform_fps))
+    train = split["train"] + memory_pool(config, cache)
+    return DemoData(train, split["rl"], split["test"], cache)
+
+
+def frames_video(frames: Any, fps: int) -> PreparedVideo:
+    """A prepared video of all frames at full size (the uniform layout), from memory."""
+    from transformers.video_utils import VideoMetadata
+
+    frames = frames[: len(frames) - len(frames) % 2]  # whole temporal patches
+    ticks = [round(i / fps * TIMESTAMP_TICKS) for i in range(len(frames))]
+    height, width = frames.shape[1:3]
+    metadata = VideoMetadata(total_num_frames=len(frames), fps=float(TIMESTAMP_TICKS),
+                             height=height, width=width, duration=len(frames) / fps,
+                             video_backend="memory", frames_indices=ticks)
+    tokens = len(frames) // 2 * (height // 32) * (width // 32)
+    return PreparedVideo([frames], [metadata], None, tokens, {"mode": "memory"})
+
+
+def memory_pool(config: DemoConfig, cache: VideoCache) -> list[TrainingRecord]:
+    """DEMO: ``pool_clips`` more training clips, synthesised in memory (no mp4) from another
+    corpus seed; only its train split (its prompts are disjoint from its own test prompts)."""
+    if config.pool_clips < 1:
+        return []
+    synth = SynthConfig(n=config.pool_clips, seed=config.seed + 1000, size=config.size,
+                        seconds=config.seconds)
+    rows = []
+    for plan in plan_corpus(synth):
+        if plan.split != "train":
+            continue
+        record, frames = synthesize(plan, synth)
+        record.id, record.path = f"pool-{record.id}", f"memory://pool-{record.id}"
+        cache.put(record.path, frames_video(frames, synth.fps))
+        rows.append(asdict(record))
+    videos = normalize_videos(pd.DataFrame(rows))
+    return build_records(videos, mos_from_videos(videos), RecordConfig()).records
 
 
 def clip_targets(records: Sequence[TrainingRecord]) -> dict[str, dict[str, float]]:
@@ -330,7 +369,8 @@ def collect_rollouts(model: Any, processor: Any, data: DemoData, config: DemoCon
         return []
     grpo = GRPOConfig(num_generations=max(2, config.cooloff_generations),
                       max_new_tokens=config.max_new_tokens)
-    return sample_rollouts(model, processor, data.rl + data.train, data.videos, grpo,
+    pool = data.rl + random.Random(config.seed + 3).sample(data.train, len(data.train))
+    return sample_rollouts(model, processor, pool[: config.cooloff_records], data.videos, grpo,
                            AnswerFormat.THINK_FIRST, chunk=16)
 
 
