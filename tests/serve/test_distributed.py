@@ -1,6 +1,7 @@
 """Ray Data scoring end to end on a local Ray cluster (CPU, the tiny model), and resuming."""
 
 import json
+import os
 
 import pytest
 
@@ -14,19 +15,25 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
-    """One local Ray session for the module (start-up is slow); no cached tiny checkpoint."""
+    """One local Ray session for the module (start-up is slow); no cached tiny checkpoint.
+    The workers inherit the environment of the process that starts the cluster."""
     cache = tmp_path_factory.mktemp("empty-qsave-cache")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"QSAVE_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
-                                       "TRANSFORMERS_OFFLINE": "1"}})
+    saved = os.environ.get("QSAVE_CACHE")
+    os.environ["QSAVE_CACHE"] = str(cache)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+    if saved is None:
+        os.environ.pop("QSAVE_CACHE", None)
+    else:
+        os.environ["QSAVE_CACHE"] = saved
 
 
 def test_ray_scoring_resumes_and_matches_local_scoring(ray_session, clips, tiny_evaluator,
                                                        tmp_path):
     root, _ = clips
-    items = [*items_from(root / "manifest.jsonl"), ScoreItem(str(root / "clips" / "corrupt.mp4"))]
+    corrupt = ScoreItem(str(root / "clips" / "corrupt.mp4"))
+    items = [*items_from(root / "manifest.jsonl")[:2], corrupt]
     local = score_to_jsonl(tiny_evaluator, items, tmp_path / "local.jsonl", batch_size=2)
     lines = (tmp_path / "local.jsonl").read_text().splitlines(keepends=True)
     out = tmp_path / "ray.jsonl"  # a killed run: one whole row and half of the next
@@ -34,7 +41,7 @@ def test_ray_scoring_resumes_and_matches_local_scoring(ray_session, clips, tiny_
 
     config = RayConfig(actors=1, batch_size=2, cpus_per_actor=1)
     run = score_with_ray(items, out, ModelSpec("tiny"), config=config)
-    assert (run.written, run.skipped, run.failed) == (3, 1, ["corrupt"])
+    assert (run.written, run.skipped, run.failed) == (2, 1, ["corrupt"])
     assert [r["id"] for r in run.records] == [i.name for i in items]
     assert run.records[-1]["error"].startswith("VideoError") and run.records[-1]["scores"] == {}
     for remote, mine in zip(run.records, local.records, strict=True):

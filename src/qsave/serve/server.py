@@ -249,17 +249,22 @@ class Guard:
         return f"the request body exceeds max_request_mb ({self.config.max_request_mb} MiB)"
 
     def _limited(self, receive: Callable, start: float) -> Callable:
-        seen = {"bytes": 0}
+        """``receive`` that counts the body bytes and bounds the time the body takes to arrive
+        (once the body is complete, later calls — disconnect listening — pass through)."""
+        seen = {"bytes": 0, "complete": False}
         deadline = start + self.config.request_timeout_s
 
         async def limited() -> dict:
+            if seen["complete"]:
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(deadline - time.perf_counter(),
-                                                                 0.001))
+                                                                0.001))
             except TimeoutError:
                 raise HTTPException(408, "the request body did not arrive in "
                                          f"{self.config.request_timeout_s} s") from None
             seen["bytes"] += len(message.get("body", b""))
+            seen["complete"] = not message.get("more_body", False)
             if seen["bytes"] > self.max_bytes:
                 raise HTTPException(413, self._too_large())
             return message
@@ -363,10 +368,15 @@ def load_evaluator(config: ServeConfig) -> Any:
 
 
 def _routes(app: Any, service: Service) -> None:
-    """Register the endpoints (split from create_app to keep functions short)."""
-    from qsave.evaluator import parse_dimensions
+    """Register the endpoints."""
+    authorized = _bearer_check(service.config)
+    _score_route(app, service, authorized)
+    _reward_route(app, service, authorized)
+    _info_routes(app, service)
 
-    config = service.config
+
+def _bearer_check(config: ServeConfig) -> Callable:
+    """The auth dependency: the configured token, compared in constant time (401 if not)."""
     bearer = HTTPBearer(auto_error=False)
 
     def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None,
@@ -378,22 +388,33 @@ def _routes(app: Any, service: Service) -> None:
             raise HTTPException(401, "missing or invalid bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def dimensions_of(text: str | None) -> tuple:
-        try:
-            return parse_dimensions(text.split(",") if text else None)
-        except ConfigError as error:
-            raise HTTPException(422, str(error)) from error
+    return authorized
 
-    async def one(source, name, prompt, dims, explain, deadline) -> dict[str, Any]:
-        job = await run_in_threadpool(service.prepare, source, name, prompt, dims, explain)
-        return await service.run(job, name, prompt, dims, explain, deadline)
 
-    async def bounded(coroutine) -> Any:
-        try:
-            return await asyncio.wait_for(coroutine, config.request_timeout_s)
-        except TimeoutError:
-            raise HTTPException(504, f"scoring took longer than {config.request_timeout_s} s")\
-                from None
+def _dimensions_of(text: str | None) -> tuple:
+    from qsave.evaluator import parse_dimensions
+
+    try:
+        return parse_dimensions(text.split(",") if text else None)
+    except ConfigError as error:
+        raise HTTPException(422, str(error)) from error
+
+
+async def _one(service: Service, source, name, prompt, dims, explain, deadline) -> dict:
+    """Decode in a worker thread, then score through the batcher."""
+    job = await run_in_threadpool(service.prepare, source, name, prompt, dims, explain)
+    return await service.run(job, name, prompt, dims, explain, deadline)
+
+
+async def _bounded(coroutine, timeout: float) -> Any:
+    try:
+        return await asyncio.wait_for(coroutine, timeout)
+    except TimeoutError:
+        raise HTTPException(504, f"scoring took longer than {timeout} s") from None
+
+
+def _score_route(app: Any, service: Service, authorized: Callable) -> None:
+    config = service.config
 
     @app.post("/score", dependencies=[Depends(authorized)], summary="Score one video")
     async def score(
@@ -408,8 +429,13 @@ def _routes(app: Any, service: Service) -> None:
         """One video's scores per dimension (the record of ``qsave score``)."""
         (source, name), = _inputs([video] if video else None, [path] if path else None,
                                   config, [id] if id else None)
-        dims, deadline = dimensions_of(dimensions), time.perf_counter() + config.request_timeout_s
-        return await bounded(one(source, name, prompt, dims, explain, deadline))
+        dims, deadline = _dimensions_of(dimensions), time.perf_counter() + config.request_timeout_s
+        return await _bounded(_one(service, source, name, prompt, dims, explain, deadline),
+                              config.request_timeout_s)
+
+
+def _reward_route(app: Any, service: Service, authorized: Callable) -> None:
+    config = service.config
 
     @app.post("/reward", dependencies=[Depends(authorized)], summary="Rewards for a batch")
     async def reward(
@@ -426,19 +452,22 @@ def _routes(app: Any, service: Service) -> None:
         rewarding = _reward_config(weights, service.reward)
         texts = prompts or [None] * len(inputs)
         deadline = time.perf_counter() + config.request_timeout_s
-        records = await bounded(asyncio.gather(*[
-            one(source, name, text, rewarding.dimensions, False, deadline)
-            for (source, name), text in zip(inputs, texts, strict=True)]))
+        records = await _bounded(asyncio.gather(*[
+            _one(service, source, name, text, rewarding.dimensions, False, deadline)
+            for (source, name), text in zip(inputs, texts, strict=True)]),
+            config.request_timeout_s)
         items = [reward_of(record, rewarding) for record in records]
         return {"rewards": [item.reward for item in items],
                 "items": [{"id": r["id"], "content_hash": r["content_hash"], **item.to_dict()}
                           for r, item in zip(records, items, strict=True)],
                 "weights": rewarding.weights, "model": service.evaluator.info.to_dict()}
 
+
+def _info_routes(app: Any, service: Service) -> None:
     @app.get("/health", summary="Liveness and model")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": service.evaluator.info.to_dict(),
-                "queue": service.batcher.depth, "auth": config.token is not None}
+                "queue": service.batcher.depth, "auth": service.config.token is not None}
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
