@@ -9,7 +9,13 @@ import httpx
 import pytest
 
 from qsave.errors import ConfigError
-from qsave.serve.server import RunningServer, ServeConfig, create_app, resolve_inside
+from qsave.serve.server import (
+    RewardClient,
+    RunningServer,
+    ServeConfig,
+    create_app,
+    resolve_inside,
+)
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -77,6 +83,9 @@ def test_score_by_path_inside_the_root(client, clips):
                            headers=AUTH)
     assert response.status_code == 200, response.text
     assert response.json()["error"] is None and response.json()["id"] == videos[1][0].stem
+    missing = client.post("/score", data={"path": "missing.mp4"}, headers=AUTH)
+    assert missing.status_code == 200 and missing.json()["error"].startswith("VideoError")
+    assert str(clips[0]) not in missing.json()["error"]
 
 
 def test_path_traversal_is_refused(client, clips, tmp_path):
@@ -194,3 +203,14 @@ def test_config_refuses_an_open_public_server():
     assert ServeConfig(host="0.0.0.0", token="t").public()["token"] == "set"
     with pytest.raises(ConfigError, match="weights"):
         ServeConfig(weights={"visual": -1.0})
+
+
+def test_reward_client_from_another_process_view(server, clips):
+    _, videos = clips
+    client = RewardClient(server.url, TOKEN, weights={"alignment": 1})
+    rewards = client([videos[2][0]], [videos[2][1]])
+    assert rewards == [client.last["items"][0]["scores"]["alignment"]]
+    assert client.last["warnings"] == [] and client.last["weights"] == {"alignment": 1.0}
+    client.close()
+    with pytest.raises(Exception, match="401"):
+        RewardClient(server.url, "wrong")([videos[2][0]], [None])

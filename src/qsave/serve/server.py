@@ -43,9 +43,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from qsave.dimensions import DIMENSIONS
-from qsave.errors import ConfigError, QsaveError
+from qsave.errors import ConfigError, QsaveError, VideoError
 from qsave.serve.batcher import BatcherConfig, BatchInfo, MicroBatcher, Overloaded
-from qsave.serve.reward import RewardConfig, reward_of
+from qsave.serve.reward import CollapseMonitor, RewardConfig, batch_stats, reward_of
 
 log = logging.getLogger("qsave.serve")
 MB = 1 << 20  # bytes in a mebibyte
@@ -288,6 +288,7 @@ class Service:
     def __init__(self, evaluator: Any, config: ServeConfig) -> None:
         self.evaluator, self.config = evaluator, config
         self.reward = RewardConfig(config.weights, config.error_reward)
+        self.monitor = CollapseMonitor()  # follows /reward batches (one RL step each)
         self.batcher: MicroBatcher | None = None
         self.metrics = Metrics(lambda: self.batcher.depth if self.batcher else 0)
         self.batcher = MicroBatcher(lambda jobs: score_jobs(evaluator, jobs), config.batcher,
@@ -300,11 +301,18 @@ class Service:
         from qsave.video.inputs import prepare_video
 
         try:
+            if isinstance(source, Path) and not source.is_file():
+                raise VideoError("no such video file in the allowed root")
             digest = content_hash(source) if isinstance(source, Path) else hash_stream(source)
             video = prepare_video(source, self.evaluator.video_config)
         except (QsaveError, OSError) as error:
-            return f"{type(error).__name__}: {error}"
+            return self._without_root(f"{type(error).__name__}: {error}")
         return Job(video, prompt, name, digest, dims, explain)
+
+    def _without_root(self, message: str) -> str:
+        """An error text with the server's allowed root left out (no absolute paths leak)."""
+        root = self.config.allowed_root
+        return message.replace(str(Path(root).resolve()) + "/", "") if root else message
 
     async def run(self, job: Job | str, name: str, prompt: str | None, dims: tuple,
                   explain: bool, deadline: float) -> dict[str, Any]:
@@ -430,7 +438,7 @@ def _score_route(app: Any, service: Service, authorized: Callable) -> None:
         (source, name), = _inputs([video] if video else None, [path] if path else None,
                                   config, [id] if id else None)
         dims, deadline = _dimensions_of(dimensions), time.perf_counter() + config.request_timeout_s
-        return await _bounded(_one(service, source, name, prompt, dims, explain, deadline),
+        return await _bounded(_one(service, source, name, prompt or None, dims, explain, deadline),
                               config.request_timeout_s)
 
 
@@ -450,17 +458,21 @@ def _reward_route(app: Any, service: Service, authorized: Callable) -> None:
         if prompts and len(prompts) != len(inputs):
             raise HTTPException(422, f"{len(inputs)} videos but {len(prompts)} prompts")
         rewarding = _reward_config(weights, service.reward)
-        texts = prompts or [None] * len(inputs)
+        texts = [text or None for text in prompts] if prompts else [None] * len(inputs)
         deadline = time.perf_counter() + config.request_timeout_s
         records = await _bounded(asyncio.gather(*[
             _one(service, source, name, text, rewarding.dimensions, False, deadline)
             for (source, name), text in zip(inputs, texts, strict=True)]),
             config.request_timeout_s)
         items = [reward_of(record, rewarding) for record in records]
+        warnings = service.monitor.update(batch_stats(items))
+        for message in warnings:
+            log.warning(message)
         return {"rewards": [item.reward for item in items],
                 "items": [{"id": r["id"], "content_hash": r["content_hash"], **item.to_dict()}
                           for r, item in zip(records, items, strict=True)],
-                "weights": rewarding.weights, "model": service.evaluator.info.to_dict()}
+                "weights": rewarding.weights, "model": service.evaluator.info.to_dict(),
+                "warnings": warnings}
 
 
 def _info_routes(app: Any, service: Service) -> None:
@@ -562,3 +574,34 @@ class RunningServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RewardClient:
+    """Calls a reward server from generator-RL code in another process or machine.
+
+    ``client(videos, prompts)`` uploads the video files and returns one reward per video;
+    ``client.last`` keeps the whole answer (per-dimension scores, errors, collapse warnings).
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 600.0,
+                 weights: dict[str, float] | None = None) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self.weights = weights
+        self.last: dict[str, Any] = {}
+
+    def __call__(self, videos: list[str | Path], prompts: list[str | None]) -> list[float]:
+        files = [("videos", (Path(v).name, Path(v).read_bytes(), "video/mp4")) for v in videos]
+        data: dict[str, Any] = {"prompts": [p or "" for p in prompts]}
+        if self.weights is not None:
+            data["weights"] = json.dumps(self.weights)
+        response = self.http.post("/reward", files=files, data=data)
+        if response.status_code != 200:
+            raise QsaveError(f"reward server answered {response.status_code}: {response.text}")
+        self.last = response.json()
+        return self.last["rewards"]
+
+    def close(self) -> None:
+        self.http.close()
