@@ -46,6 +46,12 @@ from qsave.video.inputs import TIMESTAMP_TICKS, PreparedVideo, VideoConfig
 
 PROBE_DIMS = (Dimension.VISUAL, Dimension.DYNAMIC)  # what the demo-only probe regresses
 REPORT = "demo_report.json"
+STAGE_NOTES = (
+    "vision probe: the DEMO-ONLY warm-up's throwaway linear probe on pooled vision features "
+    "(a diagnostic, not an evaluator score; no such stage exists for real checkpoints)",
+    "1 SFT, 2 GRPO: read think-first, the rating after a generated <think> analysis",
+    "3 cool-off SFT: read rating-first without generation (what `qsave score` does)",
+)
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,8 @@ def build_data(workdir: Path, config: DemoConfig) -> DemoData:
     records = build_records(videos, mos_from_videos(videos), RecordConfig()).records
     split = {s: [r for r in records if r.split == s] for s in ("train", "rl", "test")}
     cache = VideoCache(VideoConfig(mode=config.video_mode, uniform_fps=config.uniform_fps))
-    train = split["train"] + memory_pool(config, cache)
+    held_out = {r.prompt for r in split["test"]}
+    train = split["train"] + memory_pool(config, cache, held_out)
     return DemoData(train, split["rl"], split["test"], cache)
 
 
@@ -160,16 +167,17 @@ def frames_video(frames: Any, fps: int) -> PreparedVideo:
     return PreparedVideo([frames], [metadata], None, tokens, {"mode": "memory"})
 
 
-def memory_pool(config: DemoConfig, cache: VideoCache) -> list[TrainingRecord]:
+def memory_pool(config: DemoConfig, cache: VideoCache, held_out: set[str | None]
+                ) -> list[TrainingRecord]:
     """DEMO: ``pool_clips`` more training clips, synthesised in memory (no mp4) from another
-    corpus seed; only its train split (its prompts are disjoint from its own test prompts)."""
+    corpus seed; its train split, minus clips whose prompt is a held-out test prompt."""
     if config.pool_clips < 1:
         return []
     synth = SynthConfig(n=config.pool_clips, seed=config.seed + 1000, size=config.size,
                         seconds=config.seconds)
     rows = []
     for plan in plan_corpus(synth):
-        if plan.split != "train":
+        if plan.split != "train" or plan.spec.prompt in held_out:
             continue
         record, frames = synthesize(plan, synth)
         record.id, record.path = f"pool-{record.id}", f"memory://pool-{record.id}"
@@ -376,8 +384,14 @@ def collect_rollouts(model: Any, processor: Any, data: DemoData, config: DemoCon
 
 # ---- the demo ----------------------------------------------------------------------------
 def train_demo(workdir: str | Path, console: Any = None, minutes: float = 10.0,
-               config: DemoConfig | None = None) -> DemoReport:
-    """Train (or load the cached result), score after each stage, print and return the table."""
+               config: DemoConfig | None = None, checkpoint_dir: str | Path | None = None
+               ) -> DemoReport:
+    """Train (or load the cached result), score after each stage, print and return the table.
+
+    The trained model is saved to ``workdir/checkpoint`` and, when given, also to
+    ``checkpoint_dir`` (e.g. ``$QSAVE_CACHE/tiny-demo``, where ``qsave score --model tiny``
+    looks for it).
+    """
     config = config or DemoConfig(minutes=minutes)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +406,13 @@ def train_demo(workdir: str | Path, console: Any = None, minutes: float = 10.0,
         report = _rescore(cached, workdir, config, log)
     else:
         report = _train(workdir, config, log)
+    if checkpoint_dir is not None and not (Path(checkpoint_dir) / "config.json").is_file():
+        import shutil
+
+        shutil.copytree(workdir / "checkpoint", checkpoint_dir, dirs_exist_ok=True)
     log(report.table())
+    for note in report.notes:
+        log(f"note: {note}")
     return report
 
 
@@ -426,7 +446,7 @@ def _rescore(report: DemoReport, workdir: Path, config: DemoConfig, log: Any) ->
 def _train(workdir: Path, config: DemoConfig, log: Any) -> DemoReport:
     from qsave.model.tiny import build_tiny
 
-    report, clock = DemoReport(), time.perf_counter()
+    report, clock = DemoReport(notes=list(STAGE_NOTES)), time.perf_counter()
 
     def lap(name: str) -> None:
         nonlocal clock
