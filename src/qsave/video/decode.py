@@ -10,21 +10,31 @@ kept: when the duration is known the sampling interval is widened up front, othe
 frames are thinned by half whenever the cap is reached, so memory stays bounded by
 ``max_frames × max_side²`` whatever the clip length.
 
-Decoder choice: PyAV (FFmpeg) with ``thread_type="AUTO"`` and
-``frame.to_ndarray(width=…, height=…, format="rgb24")``. The issue's trials (18 real files, 36
-generated clips) found PyAV within 1.1–1.25× of the fastest backend everywhere and the only one
-that decoded every file correctly (torchcodec fails on an MPEG-2 program stream, its wheels from
-0.14 on need CUDA libraries and its import costs ~2.8 s; decord returns wrong frames on MPEG-2 and
-MPEG-4-in-AVI and cannot open AV1). Neither torchcodec, decord nor OpenCV is installable without
-extra system libraries here, so our own measurement compares PyAV configurations
-(``benchmarks/preprocess.py``, 2 shared CPU cores, 10 s synthetic H.264 clips at 30 fps, 8 fps
-sampling, ms per clip):
+Decoder choice: PyAV (FFmpeg) with ``thread_type="AUTO"``, converting only the sampled frames
+with one cached swscale context per geometry (``VideoReformatter``; a fresh context per frame,
+as ``frame.to_ndarray(width=…, height=…)`` makes, cost 3 ms per small frame against 0.7 ms).
+The issue's trials (18 real files, 36 generated clips) found PyAV within 1.1–1.25× of the
+fastest backend everywhere and the only one that decoded every file correctly (torchcodec fails
+on an MPEG-2 program stream, its wheels from 0.14 on need CUDA libraries and its import costs
+~2.8 s; decord returns wrong frames on MPEG-2 and MPEG-4-in-AVI and cannot open AV1). Our own
+measurement, ``python benchmarks/preprocess.py --keye-venv /tmp/keye-venv`` (10 s synthetic
+H.264 clips at 30 fps, 8 fps sampling, best of 5 interleaved runs, ms per clip, on 2 CPU cores
+shared with other jobs at load average 5–8, so ±50 % noise between identical runs):
 
-==========  ===================  =====================  ===================  =========
-clip        raw decode (a)       qsave prepare (b)      keye fetch_video (c)  b/a, b/c
-==========  ===================  =====================  ===================  =========
-see the table printed by ``python benchmarks/preprocess.py`` (filled in below when measured)
-==========  ===================  =====================  ===================  =========
+=====  ==========  ==========  ======  =============  ==========  =====  =====
+clip   PyAV raw    PyAV raw    decord  qsave prepare  keye-vl-    b/a    b/c
+       native      ≤1280 px            (b)            utils (c)
+=====  ==========  ==========  ======  =============  ==========  =====  =====
+480p   1041        1074        801     1727           12893       2.16   0.13
+720p   1708        1159        1787    1749           9356        1.51   0.19
+1080p  1636        2052        4101    2011           9402        1.23   0.21
+=====  ==========  ==========  ======  =============  ==========  =====  =====
+
+(a = the fastest raw decode in the row.) PyAV was the fastest raw decoder at 720p and 1080p
+(decord 2.5× slower at 1080p) and decodes every encoding the tests generate (MPEG-2 PS,
+MPEG-4 in AVI, VP8/VP9 WebM, AV1, MJPEG MOV, 10-bit HEVC, gray and odd-sized FFV1).
+qsave's extra cost over the raw decode is the similarity thumbnails, the HSV patch
+similarity (~1.7 ms per sampled frame) and the conversion to the planned sizes.
 
 Timestamps are in seconds from the first decoded frame of the video stream (streams such as
 MPEG-2 program streams start at a non-zero presentation time). Rotation metadata (the display
