@@ -137,9 +137,9 @@ class DemoData:
     videos: VideoCache
 
 
-def build_data(workdir: Path, config: DemoConfig) -> DemoData:
-    """Write the synthetic corpus (once), build the records of each split, and add the
-    in-memory training pool to the train split."""
+def build_data(workdir: Path, config: DemoConfig, pool: bool = True) -> DemoData:
+    """Write the synthetic corpus (once), build the records of each split, and (with
+    ``pool``) add the in-memory training pool to the train split."""
     corpus = workdir / "corpus"
     if not (corpus / "manifest.jsonl").is_file():
         write_corpus(corpus, SynthConfig(n=config.n_clips, seed=config.seed, size=config.size,
@@ -149,7 +149,7 @@ def build_data(workdir: Path, config: DemoConfig) -> DemoData:
     split = {s: [r for r in records if r.split == s] for s in ("train", "rl", "test")}
     cache = VideoCache(VideoConfig(mode=config.video_mode, uniform_fps=config.uniform_fps))
     held_out = {r.prompt for r in split["test"]}
-    train = split["train"] + memory_pool(config, cache, held_out)
+    train = split["train"] + (memory_pool(config, cache, held_out) if pool else [])
     return DemoData(train, split["rl"], split["test"], cache)
 
 
@@ -435,7 +435,7 @@ def _rescore(report: DemoReport, workdir: Path, config: DemoConfig, log: Any) ->
     log(f"cached demo model in {workdir / 'checkpoint'}: scoring only")
     model = Qwen3VLForConditionalGeneration.from_pretrained(workdir / "checkpoint")
     processor = AutoProcessor.from_pretrained(workdir / "checkpoint")
-    data = build_data(workdir, config)
+    data = build_data(workdir, config, pool=False)
     final = score_test(model, processor, data, AnswerFormat.RATING_FIRST,
                        "3 cool-off SFT (cached, re-scored)", config)
     report.scores = [s for s in report.scores if not s.stage.startswith("3")] + final
