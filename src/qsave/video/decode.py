@@ -309,15 +309,20 @@ def _to_rgb(frame: av.VideoFrame, rotation: int, max_side: int | None, convert) 
     return _to_rgb_size(frame, _display(size, rotation), rotation, convert)
 
 
-def _keep_lazy(frame: av.VideoFrame, rotation: int, max_side, thumbnail_size, convert):
+def _keep_lazy(
+    frame: av.VideoFrame, rotation: int, max_side, thumbnail_size, convert, on_thumbnail=None
+):
     """Keep the frame in its pixel format (shrunk to ``max_side``) and an RGB thumbnail."""
     height, width = output_size(frame.height, frame.width, max_side)
     if (height, width) != (frame.height, frame.width):
         frame = convert(frame, width, height, frame.format.name)
     if thumbnail_size is None:
         return frame, None
-    thumb = thumbnail_size(*_display((frame.height, frame.width), rotation))
-    return frame, _to_rgb_size(frame, thumb, rotation, convert)
+    size = thumbnail_size(*_display((frame.height, frame.width), rotation))
+    thumb = _to_rgb_size(frame, size, rotation, convert)
+    if on_thumbnail is not None:
+        on_thumbnail(thumb)
+    return frame, thumb
 
 
 class _Sampler:
@@ -503,14 +508,23 @@ def sample_frames(
     source: str | os.PathLike | BinaryIO,
     config: DecodeConfig = DecodeConfig(),
     thumbnail_size: Callable[[int, int], tuple[int, int]] | None = None,
+    on_thumbnail: Callable[[np.ndarray], None] | None = None,
 ) -> SampledFrames:
     """Like ``decode_video`` but keeps frames unconverted, with optional RGB thumbnails.
 
     ``thumbnail_size(height, width) -> (h, w)`` maps the display size to the thumbnail size.
+    ``on_thumbnail(thumb)`` is called with each thumbnail as soon as its frame is sampled
+    (while the decoder threads go on), in sampling order; frames dropped later by the
+    ``max_frames`` thinning were passed to it too, so it has then seen more thumbnails than
+    ``SampledFrames.thumbnails`` holds.
     """
     convert = Converter()
     keeper = functools.partial(
-        _keep_lazy, max_side=config.max_side, thumbnail_size=thumbnail_size, convert=convert
+        _keep_lazy,
+        max_side=config.max_side,
+        thumbnail_size=thumbnail_size,
+        convert=convert,
+        on_thumbnail=on_thumbnail,
     )
     kept, times, indices, info, interval = _sample(source, config, keeper)
     frames = [frame for frame, _ in kept]

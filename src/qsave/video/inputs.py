@@ -25,6 +25,7 @@ import numpy as np
 from qsave.errors import ConfigError
 from qsave.video.decode import DecodeConfig, SampledFrames, VideoInfo, sample_frames
 from qsave.video.slowfast import (
+    Labeler,
     Run,
     SlowFastConfig,
     SlowFastPlan,
@@ -121,10 +122,20 @@ def _run_item(sampled: SampledFrames, plan: SlowFastPlan, run: Run):
     return np.stack(frames), metadata
 
 
-def plan_sampled(sampled: SampledFrames, config: VideoConfig) -> SlowFastPlan:
-    """Label the sampled frames with the configured mode and size them within the budget."""
-    mode = get_mode(config.mode)
-    slow, similarity = mode.label(sampled.thumbnails, len(sampled.frames), config.slowfast)
+def plan_sampled(
+    sampled: SampledFrames, config: VideoConfig, labeler: Labeler | None = None
+) -> SlowFastPlan:
+    """Label the sampled frames with the configured mode and size them within the budget.
+
+    ``labeler``: the mode's streaming labeler fed during decoding; its labels are used when it
+    saw exactly the kept frames (no ``max_frames`` thinning), otherwise the kept thumbnails are
+    labelled again (the same function, so the labels are the same either way).
+    """
+    if labeler is not None and len(labeler.slow) == len(sampled.frames):
+        slow, similarity = labeler.labels()
+    else:
+        mode = get_mode(config.mode)
+        slow, similarity = mode.label(sampled.thumbnails, len(sampled.frames), config.slowfast)
     return make_plan(
         sampled.size, sampled.timestamps, sampled.source_indices, slow, similarity, config.slowfast
     )
@@ -136,8 +147,10 @@ def prepare_video(
     """Decode, plan and build the processor's video items (raises ``VideoError`` per file)."""
     mode = get_mode(config.mode)
     thumbs = (lambda h, w: thumbnail_size(h, w, config.slowfast)) if mode.needs_thumbnails else None
-    sampled = sample_frames(source, config.decode_config(), thumbnail_size=thumbs)
-    plan = plan_sampled(sampled, config)
+    labeler = mode.streaming(config.slowfast) if mode.streaming and thumbs else None
+    on_thumbnail = labeler.add if labeler is not None else None
+    sampled = sample_frames(source, config.decode_config(), thumbs, on_thumbnail)
+    plan = plan_sampled(sampled, config, labeler)
     items = [_run_item(sampled, plan, run) for run in plan.runs]
     return PreparedVideo(
         videos=[video for video, _ in items],

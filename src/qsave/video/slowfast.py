@@ -364,16 +364,41 @@ def label_thumbnails(thumbs: np.ndarray, config: SlowFastConfig = SlowFastConfig
     Returns ``(slow, similarity)`` as tuples, one entry per frame. Each frame is compared with
     the most recent slow frame (paper Sec. 4.2.1; keye's ``extract_slow_fast_frames``).
     """
-    reference = _patch_stats(thumbs[0], config.similarity_patch)
-    slow, similarity = [True], [1.0]
-    for thumb in thumbs[1:]:
-        current = _patch_stats(thumb, config.similarity_patch)
-        sim = patch_similarity(reference, current, config)
-        is_fast = sim > config.frame_similarity
-        slow.append(not is_fast)
-        similarity.append(sim)
-        reference = reference if is_fast else current
-    return tuple(slow), tuple(similarity)
+    labeler = Labeler(config)
+    for thumb in thumbs:
+        labeler.add(thumb)
+    return labeler.labels()
+
+
+class Labeler:
+    """Streaming form of ``label_thumbnails``: label each thumbnail as it is decoded.
+
+    Only the most recent slow frame's patch statistics are kept, so ``prepare_video`` can
+    compute the similarities while the decoder threads work on the next frames.
+    """
+
+    def __init__(self, config: SlowFastConfig = SlowFastConfig()) -> None:
+        self.config = config
+        self.reference: _PatchStats | None = None
+        self.slow: list[bool] = []
+        self.similarity: list[float] = []
+
+    def add(self, thumb: np.ndarray) -> None:
+        """Label the next thumbnail ((h, w, 3) uint8 RGB) against the current slow frame."""
+        current = _patch_stats(thumb, self.config.similarity_patch)
+        if self.reference is None:
+            sim, is_fast = 1.0, False
+        else:
+            sim = patch_similarity(self.reference, current, self.config)
+            is_fast = sim > self.config.frame_similarity
+        self.slow.append(not is_fast)
+        self.similarity.append(sim)
+        if not is_fast:
+            self.reference = current
+
+    def labels(self) -> tuple[tuple[bool, ...], tuple[float, ...]]:
+        """``(slow, similarity)`` of the thumbnails added so far."""
+        return tuple(self.slow), tuple(self.similarity)
 
 
 # --- plans ----------------------------------------------------------------------------------
@@ -461,6 +486,7 @@ class Mode:
     label: Callable  # (thumbnails or None, count, config) -> (slow, similarity)
     plan: Callable[..., SlowFastPlan]  # (frames, timestamps, config, source_indices) -> plan
     needs_thumbnails: bool
+    streaming: Callable[[SlowFastConfig], Labeler] | None = None  # labels during decoding
 
 
 MODES: dict[str, Mode] = {}
@@ -489,7 +515,12 @@ def get_mode(name: str) -> Mode:
 
 register_mode(
     "slowfast",
-    Mode(lambda thumbs, count, config: label_thumbnails(thumbs, config), plan_slowfast, True),
+    Mode(
+        lambda thumbs, count, config: label_thumbnails(thumbs, config),
+        plan_slowfast,
+        True,
+        Labeler,
+    ),
 )
 register_mode(
     "uniform", Mode(lambda thumbs, count, config: label_uniform(count), plan_uniform, False)
