@@ -1,9 +1,12 @@
 """Shared fixtures. Every test is offline: no hub, no network."""
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# `--model tiny` must mean the random tiny model in tests, whatever `qsave demo --train` cached.
+os.environ["QSAVE_CACHE"] = tempfile.mkdtemp(prefix="qsave-test-cache-")
 
 import pytest
 

@@ -590,11 +590,15 @@ def serve_command(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Working directory for the demo.")] = Path("qsave-demo"),
+    train: Annotated[
+        bool, typer.Option(help="Also train the tiny model through the three stages (CPU).")
+    ] = False,
+    minutes: Annotated[float, typer.Option(help="Training budget with --train.")] = 10.0,
 ) -> None:
-    """Synthesize a few clips and score one with the embedded tiny model."""
+    """Synthesize clips and score the held-out ones with the embedded tiny model."""
     from qsave.demo import run_demo
 
-    run_demo(out, console)
+    run_demo(out, console, train=train, minutes=minutes)
 
 
 def main(argv: list[str] | None = None) -> int:

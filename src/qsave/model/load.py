@@ -91,11 +91,15 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def tiny_demo_dir() -> Path:
+    """Where ``qsave demo --train`` saves its checkpoint: ``$QSAVE_CACHE`` (default
+    ``~/.cache/qsave``) / ``tiny-demo``."""
+    return Path(os.environ.get("QSAVE_CACHE", Path.home() / ".cache" / "qsave")) / "tiny-demo"
+
+
 def tiny_checkpoint_dir() -> Path | None:
-    """The demo's trained tiny checkpoint (``$QSAVE_CACHE`` or ``~/.cache/qsave``, ``tiny-demo``)
-    when it holds one, else None."""
-    root = Path(os.environ.get("QSAVE_CACHE", Path.home() / ".cache" / "qsave"))
-    directory = root / "tiny-demo"
+    """The demo's trained tiny checkpoint when one is cached, else None."""
+    directory = tiny_demo_dir()
     return directory if (directory / "config.json").is_file() else None
 
 
