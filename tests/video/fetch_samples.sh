@@ -8,6 +8,7 @@
 set -euo pipefail
 dest="${QSAVE_VIDEO_SAMPLES:-${HOME}/.cache/qsave/video-samples}"
 python="${PYTHON:-python3}"
+[[ "$python" == */* ]] && python="$(realpath -s "$python")"  # the script changes directory
 mkdir -p "$dest"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
