@@ -42,6 +42,7 @@ from qsave.data.scene import (
 )
 from qsave.dimensions import Dimension
 from qsave.errors import ConfigError
+from qsave.registry import Registry
 
 Detail = str | int | None  # the wrong value an alignment defect shows (colour, shape, count, …)
 SceneEdit = Callable[[Scene, slice, float, Detail, np.random.Generator], Scene]
@@ -64,25 +65,13 @@ class DefectKind:
     min_frames: int = 1  # shortest window that can show the defect
 
 
-DEFECTS: dict[str, DefectKind] = {}
+DEFECTS: Registry[DefectKind] = Registry("defect kind")
+get_kind = DEFECTS.lookup
 
 
 def register_defect(kind: DefectKind) -> DefectKind:
-    """Add ``kind`` to :data:`DEFECTS`; a duplicate name raises."""
-    if kind.name in DEFECTS:
-        raise ConfigError(f"defect kind {kind.name!r} is already registered")
-    DEFECTS[kind.name] = kind
-    return kind
-
-
-def get_kind(name: str) -> DefectKind:
-    """The registered kind called ``name``; an unknown name raises and lists the valid ones."""
-    try:
-        return DEFECTS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown defect kind {name!r}; valid: {', '.join(sorted(DEFECTS))}"
-        ) from None
+    """Add ``kind`` to :data:`DEFECTS` under its name; a duplicate name raises."""
+    return DEFECTS.add(kind.name, kind)
 
 
 def kinds_of(dimension: Dimension | str) -> tuple[str, ...]:

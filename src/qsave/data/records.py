@@ -32,7 +32,7 @@ import pandas as pd
 
 from qsave.data.annotations import LEARNED_DIMENSIONS, Problem
 from qsave.dimensions import MOS_MAX, MOS_MIN, RATINGS, Dimension, mos_to_rating, mos_to_score
-from qsave.errors import AnnotationError, ConfigError
+from qsave.errors import AnnotationError
 from qsave.prompts import (
     AnswerFormat,
     dimension_question,
@@ -40,33 +40,15 @@ from qsave.prompts import (
     parse_answer,
     video_context,
 )
+from qsave.registry import Registry
 
 ATTRIBUTION_BELOW = 4.0  # App. C.1: attributions are collected for MOS < 4
 
 # --- rationale policies (registry) ---------------------------------------------------------
 RationalePolicy = Callable[[Dimension, str], str]  # (dimension, rating) → rationale
-RATIONALE_POLICIES: dict[str, RationalePolicy] = {}
-
-
-def register_rationale_policy(name: str) -> Callable[[RationalePolicy], RationalePolicy]:
-    """Register a rationale policy under ``name``; a duplicate name raises."""
-
-    def register(policy: RationalePolicy) -> RationalePolicy:
-        if name in RATIONALE_POLICIES:
-            raise ConfigError(f"rationale policy {name!r} is already registered")
-        RATIONALE_POLICIES[name] = policy
-        return policy
-
-    return register
-
-
-def get_rationale_policy(name: str) -> RationalePolicy:
-    """The policy called ``name``; an unknown name lists the valid ones."""
-    try:
-        return RATIONALE_POLICIES[name]
-    except KeyError:
-        valid = ", ".join(sorted(RATIONALE_POLICIES))
-        raise ConfigError(f"unknown rationale policy {name!r}; valid: {valid}") from None
+RATIONALE_POLICIES: Registry[RationalePolicy] = Registry("rationale policy")
+register_rationale_policy = RATIONALE_POLICIES.register
+get_rationale_policy = RATIONALE_POLICIES.lookup
 
 
 def _criteria_names(dimension: Dimension) -> str:

@@ -48,6 +48,7 @@ from qsave.data.defects import (
 from qsave.data.scene import SceneSpec, all_specs, frame_count, plan_scene, render_frames
 from qsave.dimensions import DIMENSIONS, MOS_MAX, MOS_MIN
 from qsave.errors import ConfigError, QsaveError, VideoError
+from qsave.registry import Registry
 
 __all__ = [
     "GENERATORS",
@@ -173,18 +174,15 @@ class GeneratorProfile:
     favourites: tuple[str, ...] = ()  # kinds drawn three times as often as the others
 
 
-GENERATORS: dict[str, GeneratorProfile] = {}
+GENERATORS: Registry[GeneratorProfile] = Registry("generator")
 
 
 def register_generator(profile: GeneratorProfile) -> GeneratorProfile:
     """Add ``profile`` to :data:`GENERATORS`; a duplicate name raises."""
-    if profile.name in GENERATORS:
-        raise ConfigError(f"generator {profile.name!r} is already registered")
     unknown = [k for k in profile.favourites if k not in DEFECTS]
     if unknown:
         raise ConfigError(f"generator {profile.name!r} favours unknown defect kinds {unknown}")
-    GENERATORS[profile.name] = profile
-    return profile
+    return GENERATORS.add(profile.name, profile)
 
 
 for _profile in (

@@ -49,6 +49,7 @@ from typing import Any
 
 from qsave.dimensions import DIMENSIONS, MOS_MAX, MOS_MIN
 from qsave.errors import AnnotationError, ConfigError
+from qsave.registry import Registry
 
 OVERALL = "overall"
 DIMENSION_NAMES: tuple[str, ...] = (*(d.value for d in DIMENSIONS), OVERALL)
@@ -106,27 +107,14 @@ class Truth:
 
 
 Adapter = Callable[..., Truth]
-BENCHMARKS: dict[str, Adapter] = {}
-
-
-def register_benchmark(name: str) -> Callable[[Adapter], Adapter]:
-    """Decorator adding an adapter ``path → Truth`` to :data:`BENCHMARKS`; names are unique."""
-
-    def decorate(adapter: Adapter) -> Adapter:
-        if name in BENCHMARKS:
-            raise ConfigError(f"benchmark {name!r} is already registered")
-        BENCHMARKS[name] = adapter
-        return adapter
-
-    return decorate
+BENCHMARKS: Registry[Adapter] = Registry("benchmark")  # adapters ``path → Truth``
+register_benchmark = BENCHMARKS.register
 
 
 def load_truth(path: str | Path, benchmark: str | None = None, **options: Any) -> Truth:
     """Read ground truth with the named adapter (default ``qsave``); unknown names list all."""
     name = benchmark or "qsave"
-    if name not in BENCHMARKS:
-        raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
-    adapter = BENCHMARKS[name]
+    adapter = BENCHMARKS.lookup(name)
     accepted = list(inspect.signature(adapter).parameters)[1:]
     unknown = sorted(set(options) - set(accepted))
     if unknown:

@@ -21,33 +21,16 @@ from collections.abc import Callable
 from qsave.dimensions import RATINGS
 from qsave.errors import ConfigError
 from qsave.prompts import THINK_CLOSE, THINK_OPEN, AnswerFormat
+from qsave.registry import Registry
 
 RewardFn = Callable[..., float]  # (completion, label rating, fmt) → reward
-REWARDS: dict[str, RewardFn] = {}
+REWARDS: Registry[RewardFn] = Registry("reward")
+register_reward = REWARDS.register
+get_reward = REWARDS.lookup
 FORMAT_WEIGHT = 0.5  # R = R_acc + 0.5·R_fmt (Sec. 4.3)
 
 _THINK = re.compile(re.escape(THINK_OPEN) + r"(.*?)" + re.escape(THINK_CLOSE), re.DOTALL)
 _END = ("<|im_end|>", "<|endoftext|>")
-
-
-def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    """Register a reward function under ``name``; a duplicate name raises."""
-
-    def register(fn: RewardFn) -> RewardFn:
-        if name in REWARDS:
-            raise ConfigError(f"reward {name!r} is already registered")
-        REWARDS[name] = fn
-        return fn
-
-    return register
-
-
-def get_reward(name: str) -> RewardFn:
-    """The reward called ``name``; an unknown name lists the valid ones."""
-    try:
-        return REWARDS[name]
-    except KeyError:
-        raise ConfigError(f"unknown reward {name!r}; valid: {', '.join(sorted(REWARDS))}") from None
 
 
 def strip_turn_end(text: str) -> str:
