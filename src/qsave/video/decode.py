@@ -17,24 +17,34 @@ The issue's trials (18 real files, 36 generated clips) found PyAV within 1.1–1
 fastest backend everywhere and the only one that decoded every file correctly (torchcodec fails
 on an MPEG-2 program stream, its wheels from 0.14 on need CUDA libraries and its import costs
 ~2.8 s; decord returns wrong frames on MPEG-2 and MPEG-4-in-AVI and cannot open AV1). Our own
-measurement, ``python benchmarks/preprocess.py --keye-venv /tmp/keye-venv`` (10 s synthetic
-H.264 clips at 30 fps, 8 fps sampling, best of 5 interleaved runs, ms per clip, on 2 CPU cores
-shared with other jobs at load average 5–8, so ±50 % noise between identical runs):
+measurement, ``python benchmarks/preprocess.py --workdir /tmp/benchclips`` (10 s synthetic
+H.264 clips at 30 fps, 8 fps sampling, best of 3 interleaved runs, ms per clip, 2 CPU cores
+shared with other jobs at load average 1.7–3.5, so ±30 % noise between identical runs), before
+and after the SlowFast similarity moved into the decoding loop (``slowfast.Labeler``), two
+alternating runs each:
 
-=====  ==========  ==========  ======  =============  ==========  =====  =====
-clip   PyAV raw    PyAV raw    decord  qsave prepare  keye-vl-    b/a    b/c
-       native      ≤1280 px            (b)            utils (c)
-=====  ==========  ==========  ======  =============  ==========  =====  =====
-480p   1041        1074        801     1727           12893       2.16   0.13
-720p   1708        1159        1787    1749           9356        1.51   0.19
-1080p  1636        2052        4101    2011           9402        1.23   0.21
-=====  ==========  ==========  ======  =============  ==========  =====  =====
+=====  ===============  ================  ===============  ================  ==========  ==========
+clip   a before (ms)    b before (ms)     a after (ms)     b after (ms)      b/a before  b/a after
+=====  ===============  ================  ===============  ================  ==========  ==========
+480p   321, 250         503, 574          264, 300         560, 655          1.57, 2.29  2.12, 2.18
+720p   541, 609         910, 1147         518, 690         988, 1147         1.68, 1.88  1.90, 1.66
+1080p  1281, 1283       1764, 1854        1130, 2122       1702, 2556        1.38, 1.45  1.51, 1.20
+=====  ===============  ================  ===============  ================  ==========  ==========
 
-(a = the fastest raw decode in the row.) PyAV was the fastest raw decoder at 720p and 1080p
-(decord 2.5× slower at 1080p) and decodes every encoding the tests generate (MPEG-2 PS,
-MPEG-4 in AVI, VP8/VP9 WebM, AV1, MJPEG MOV, 10-bit HEVC, gray and odd-sized FFV1).
-qsave's extra cost over the raw decode is the similarity thumbnails, the HSV patch
-similarity (~1.7 ms per sampled frame) and the conversion to the planned sizes.
+(a = the fastest raw decode in the row: PyAV threaded, the same 8 fps frames converted to
+rgb24 at native size or at ``max_side``.) The goal b/a ≤ 1.15 is not met, and overlapping
+cannot meet it on 2 cores: the raw decode already keeps ~1.6 cores busy (480p: 287 ms wall,
+452 ms CPU), while ``prepare_video`` needs ~910 ms CPU, so its wall time cannot drop below
+~455 ms (b/a ≥ 1.55) however the work is spread. The extra CPU per sampled frame (480p, from
+``time.process_time`` and ``timeit``): RGB thumbnail 0.8 ms, HSV planes 0.9–1.2 ms, patch
+sums and similarity 0.5 ms, conversion to the planned size 1.3 ms (the raw decode's native
+conversion is hidden in its decoder threads' idle time). Cheaper swscale interpolation saves
+at most 0.4 ms a conversion and changes the thumbnails (FAST_BILINEAR: mean |Δ| 5 levels).
+An earlier run with ``--keye-venv`` measured keye-vl-utils (c) at 9.4–12.9 s per clip, so
+b/c ≤ 0.22.
+PyAV was the fastest raw decoder at 720p and 1080p (decord 2.5× slower at 1080p) and decodes
+every encoding the tests generate (MPEG-2 PS, MPEG-4 in AVI, VP8/VP9 WebM, AV1, MJPEG MOV,
+10-bit HEVC, gray and odd-sized FFV1).
 
 Timestamps are in seconds from the first decoded frame of the video stream (streams such as
 MPEG-2 program streams start at a non-zero presentation time). Rotation metadata (the display
