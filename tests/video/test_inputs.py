@@ -9,15 +9,16 @@ import pytest
 from videoclips import ClipSpec, stripes, write_clip
 
 from qsave.errors import ConfigError, VideoError
-from qsave.video.decode import DecodeConfig
+from qsave.video.decode import DecodeConfig, sample_frames
 from qsave.video.inputs import (
     VideoConfig,
     prepare_video,
     processor_video_kwargs,
     video_content,
 )
-from qsave.video.slowfast import SlowFastConfig
+from qsave.video.slowfast import SlowFastConfig, label_thumbnails, thumbnail_size
 
+SC = SlowFastConfig()
 LOSSLESS = ClipSpec(
     codec="ffv1", container="matroska", suffix=".mkv", width=224, height=168, pix_fmt="yuv444p"
 )
@@ -136,3 +137,15 @@ def test_config_validation():
         VideoConfig(decode=DecodeConfig(max_frames=256), slowfast=SlowFastConfig(token_budget=100))
     with pytest.raises(ConfigError, match="invalid video settings"):
         VideoConfig.from_dict({"decode": {"fsp": 8}})
+
+
+def test_streaming_labels_equal_labels_of_the_kept_thumbnails(clip, tmp_path):
+    # prepare_video labels while decoding; when the frame cap thins the samples (a raw H.264
+    # stream has no duration, so 16 samples are thinned to at most 5) it labels again.
+    raw = write_clip(tmp_path / "raw.h264", ClipSpec(container="h264", suffix=".h264", seconds=2))
+    for path, max_frames in ((clip, 256), (raw, 5)):
+        config = VideoConfig(decode=DecodeConfig(max_frames=max_frames))
+        sampled = sample_frames(path, config.decode, lambda h, w: thumbnail_size(h, w, SC))
+        plan = prepare_video(path, config).plan
+        assert (plan.slow, plan.similarity) == label_thumbnails(sampled.thumbnails, SC)
+        assert len(plan.slow) == len(sampled.frames) <= max_frames
