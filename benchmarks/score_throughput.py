@@ -31,7 +31,7 @@ import torch
 from qsave.dimensions import DIMENSIONS
 from qsave.model import scorer
 from qsave.model.load import rating_token_ids
-from qsave.model.tiny import build_processor, build_tiny
+from qsave.model.tiny import build_processor, build_tiny, special_token_ids
 from qsave.prompts import AnswerFormat
 from qsave.video.inputs import VideoConfig, prepare_video
 
@@ -97,14 +97,10 @@ def build_8b(device: torch.device, dtype: torch.dtype):
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     processor = build_processor()
-    ids = processor.tokenizer.convert_tokens_to_ids
     config = Qwen3VLConfig(
         text_config=QWEN3_VL_8B_TEXT,
         vision_config=QWEN3_VL_8B_VISION,
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+        **special_token_ids(processor.tokenizer),
         tie_word_embeddings=False,
         attn_implementation="sdpa",
     )

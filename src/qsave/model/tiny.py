@@ -142,10 +142,20 @@ def build_processor(tokenizer: PreTrainedTokenizerFast | None = None) -> Qwen3VL
     )
 
 
+def special_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The ``Qwen3VLConfig`` fields that tie the model to the tokenizer's vision tokens."""
+    ids = tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+    }
+
+
 def build_config(tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
     """A ~1M-parameter Qwen3-VL: text 2 layers × 64, vision depth 2 × 64 (Qwen3-VL-8B's layout)."""
     head_dim = 16
-    ids = tokenizer.convert_tokens_to_ids
     text = {
         "vocab_size": len(tokenizer),
         "hidden_size": 64,
@@ -179,11 +189,8 @@ def build_config(tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
     return Qwen3VLConfig(
         text_config=text,
         vision_config=vision,
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=False,
+        **special_token_ids(tokenizer),
     )
 
 
