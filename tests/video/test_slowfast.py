@@ -94,12 +94,13 @@ def test_threshold_is_configurable():
 
 
 def test_hsv_matches_colorsys_in_opencv_ranges():
+    """OpenCV's 8-bit HSV (keye's) is colorsys' scaled to H 0–180, S, V 0–255, within a unit."""
     rgb = np.random.default_rng(0).integers(0, 256, (500, 3))
     ours = rgb_to_hsv(rgb.astype(np.uint8)[None])[0].astype(float)
     for (r, g, b), (h, s, v) in zip(rgb, ours, strict=True):
         rh, rs, rv = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
-        assert min(abs(h - rh * 180), 180 - abs(h - rh * 180)) <= 0.5
-        assert abs(s - rs * 255) <= 0.5 and v == pytest.approx(rv * 255)
+        assert min(abs(h - rh * 180), 180 - abs(h - rh * 180)) <= 1
+        assert abs(s - rs * 255) <= 1 and v == pytest.approx(rv * 255)
 
 
 # --- sizes and budget -------------------------------------------------------------------------

@@ -16,35 +16,36 @@ as ``frame.to_ndarray(width=…, height=…)`` makes, cost 3 ms per small frame 
 The issue's trials (18 real files, 36 generated clips) found PyAV within 1.1–1.25× of the
 fastest backend everywhere and the only one that decoded every file correctly (torchcodec fails
 on an MPEG-2 program stream, its wheels from 0.14 on need CUDA libraries and its import costs
-~2.8 s; decord returns wrong frames on MPEG-2 and MPEG-4-in-AVI and cannot open AV1). Our own
-measurement, ``python benchmarks/preprocess.py --workdir /tmp/benchclips`` (10 s synthetic
-H.264 clips at 30 fps, 8 fps sampling, best of 3 interleaved runs, ms per clip, 2 CPU cores
-shared with other jobs at load average 1.7–3.5, so ±30 % noise between identical runs), before
-and after the SlowFast similarity moved into the decoding loop (``slowfast.Labeler``), two
-alternating runs each:
-
-=====  ===============  ================  ===============  ================  ==========  ==========
-clip   a before (ms)    b before (ms)     a after (ms)     b after (ms)      b/a before  b/a after
-=====  ===============  ================  ===============  ================  ==========  ==========
-480p   321, 250         503, 574          264, 300         560, 655          1.57, 2.29  2.12, 2.18
-720p   541, 609         910, 1147         518, 690         988, 1147         1.68, 1.88  1.90, 1.66
-1080p  1281, 1283       1764, 1854        1130, 2122       1702, 2556        1.38, 1.45  1.51, 1.20
-=====  ===============  ================  ===============  ================  ==========  ==========
-
-(a = the fastest raw decode in the row: PyAV threaded, the same 8 fps frames converted to
-rgb24 at native size or at ``max_side``.) The goal b/a ≤ 1.15 is not met, and overlapping
-cannot meet it on 2 cores: the raw decode already keeps ~1.6 cores busy (480p: 287 ms wall,
-452 ms CPU), while ``prepare_video`` needs ~910 ms CPU, so its wall time cannot drop below
-~455 ms (b/a ≥ 1.55) however the work is spread. The extra CPU per sampled frame (480p, from
-``time.process_time`` and ``timeit``): RGB thumbnail 0.8 ms, HSV planes 0.9–1.2 ms, patch
-sums and similarity 0.5 ms, conversion to the planned size 1.3 ms (the raw decode's native
-conversion is hidden in its decoder threads' idle time). Cheaper swscale interpolation saves
-at most 0.4 ms a conversion and changes the thumbnails (FAST_BILINEAR: mean |Δ| 5 levels).
-An earlier run with ``--keye-venv`` measured keye-vl-utils (c) at 9.4–12.9 s per clip, so
-b/c ≤ 0.22.
-PyAV was the fastest raw decoder at 720p and 1080p (decord 2.5× slower at 1080p) and decodes
+~2.8 s; decord returns wrong frames on MPEG-2 and MPEG-4-in-AVI and cannot open AV1). PyAV was
+also the fastest raw decoder in our benchmark at every size (decord 1.4–1.9× slower) and decodes
 every encoding the tests generate (MPEG-2 PS, MPEG-4 in AVI, VP8/VP9 WebM, AV1, MJPEG MOV,
 10-bit HEVC, gray and odd-sized FFV1).
+
+``sample_frames`` keeps the sampled frames unconverted and hands each one to a single worker
+thread that shrinks it to ``max_side`` and makes its similarity thumbnail (and, through
+``on_thumbnail``, its SlowFast label): swscale, OpenCV and numpy release the GIL, so this work
+runs beside the decoder threads instead of between packets. ``python benchmarks/preprocess.py
+--keye-venv /tmp/keye-venv --workdir /tmp/benchclips --repeats 5`` (10 s synthetic H.264 clips
+at 30 fps, 8 fps sampling, ms per clip, best of 5 interleaved runs, 2 CPU cores), with the
+labelling in the decoding loop (before) and on the worker thread (after; same session):
+
+=====  ====  ==========  =========  ==========  =========
+clip   a     b before    b after    b/a before  b/a after
+=====  ====  ==========  =========  ==========  =========
+480p   273   610         421        2.23        1.54
+720p   396   —           670        —           1.69
+1080p  1067  —           1226       —           1.15
+=====  ====  ==========  =========  ==========  =========
+
+(a = the fastest raw decode: PyAV threaded, the same 8 fps frames converted to rgb24 at native
+size.) What is left above a is CPU the raw decode does not spend, on 2 cores that its decoder
+threads already keep ~1.6 busy (480p: 273 ms wall, ~440 ms CPU): per sampled frame ~0.9 ms for
+the bilinear thumbnail, ~0.5 ms for the HSV patch statistics and similarity, and 1.2 ms for
+the final bilinear downscale to the planned size against the raw decode's 0.25 ms native
+conversion (swscale's slice threads already run it on both cores; torch's antialiased resize
+costs the same, PIL's 4×). At 480p that is ~200 ms of CPU more, so even with perfect overlap
+b ≥ (440 + 200) / 2 ≈ 320 ms, b/a ≈ 1.17: the goal b/a ≤ 1.15 is met at 1080p and out of reach
+at 480p and 720p on this machine. keye-vl-utils' ``fetch_video`` took 1.5–3.1 s (b/c 0.28–0.39).
 
 Timestamps are in seconds from the first decoded frame of the video stream (streams such as
 MPEG-2 program streams start at a non-zero presentation time). Rotation metadata (the display
@@ -60,6 +61,7 @@ import functools
 import math
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -528,15 +530,26 @@ def sample_frames(
     ``max_frames`` thinning were passed to it too, so it has then seen more thumbnails than
     ``SampledFrames.thumbnails`` holds.
     """
-    convert = Converter()
-    keeper = functools.partial(
+    convert = Converter()  # the worker thread's during decoding, then SampledFrames'
+    keep = functools.partial(
         _keep_lazy,
         max_side=config.max_side,
         thumbnail_size=thumbnail_size,
         convert=convert,
         on_thumbnail=on_thumbnail,
     )
-    kept, times, indices, info, interval = _sample(source, config, keeper)
+    # One worker thread, so thumbnails reach on_thumbnail in sampling order; swscale, OpenCV
+    # and numpy release the GIL, so this work overlaps the decoder's.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qsave-frames") as worker:
+        futures, times, indices, info, interval = _sample(
+            source, config, lambda frame, rotation: worker.submit(keep, frame, rotation)
+        )
+        try:
+            kept = [future.result() for future in futures]
+        except (av.FFmpegError, ValueError) as error:
+            raise VideoError(
+                f"converting frames failed for {source_name(source)}: {error}"
+            ) from error
     frames = [frame for frame, _ in kept]
     thumbs = np.stack([t for _, t in kept]) if thumbnail_size is not None else None
     return SampledFrames(frames, thumbs, times, indices, info, interval, convert)

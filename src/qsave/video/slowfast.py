@@ -1,7 +1,8 @@
 """SlowFast frame selection and token budget (paper Sec. 4.2.1; Keye-VL 1.5, keye-vl-utils 1.5.2).
 
 Frame similarity is the fraction of similar patches between a frame and the most recent slow
-frame, computed on a downscaled HSV copy cut into a grid of at most 256 patches: a patch is
+frame, computed on a downscaled HSV copy (OpenCV's 8-bit ``cvtColor``, the conversion
+keye-vl-utils uses) cut into a grid of at most 256 patches: a patch is
 similar when the cosine of the two HSV patch vectors exceeds 0.7, and patches that are
 (near-)black in both frames are left out (keye-vl-utils ``get_frame_sim``). Keye's thumbnail has
 28-px patches; ours keeps the same grid at half the resolution (14-px patches,
@@ -28,11 +29,11 @@ size exceeds it.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import cv2
 import numpy as np
 
 from qsave.errors import ConfigError
@@ -260,52 +261,15 @@ def thumbnail_size(height: int, width: int, config: SlowFastConfig) -> tuple[int
     return h, w
 
 
-@functools.cache
-def _hsv_tables() -> tuple[np.ndarray, np.ndarray]:
-    """Lookup tables for OpenCV's 8-bit RGB→HSV (computed once, 0.4 MB).
-
-    ``S[delta, v] = round(255·delta/v)``; ``H[sector, diff + 255, delta] = round(h / 2)`` with
-    ``h = 60·diff/delta + (0, 120, 240)[sector]`` (mod 360), sector = which channel is the max.
-    """
-    delta = np.arange(256, dtype=np.float64)[:, None]
-    value = np.arange(256, dtype=np.float64)[None, :]
-    sat = np.where(value > 0, np.round(255 * delta / np.maximum(value, 1)), 0)
-    diff = np.arange(-255, 256, dtype=np.float64)[None, :, None]
-    dlt = np.arange(256, dtype=np.float64)[None, None, :]
-    offset = np.array([0.0, 120.0, 240.0])[:, None, None]
-    hue = np.mod(offset + 60 * diff / np.maximum(dlt, 1), 360)
-    hue = np.where(dlt > 0, np.round(hue / 2), 0)
-    return sat.astype(np.uint8).ravel(), hue.astype(np.uint8).ravel()
-
-
-def _hsv_planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(h, w, 3) uint8 RGB → H, S, V planes (uint8 values) via the lookup tables."""
-    sat_table, hue_table = _hsv_tables()
-    r, g, b = np.moveaxis(rgb, -1, 0).astype(np.int32)  # table indices need int32
-    v = np.maximum(np.maximum(r, g), b)
-    delta = v - np.minimum(np.minimum(r, g), b)
-    row = 511 * 256  # one sector of the hue table
-    index = np.where(
-        v == r,
-        (g - b + 255) * 256,
-        np.where(v == g, (b - r + 255) * 256 + row, (r - g + 255) * 256 + 2 * row),
-    )
-    index += delta
-    hue = hue_table[index]
-    delta *= 256
-    delta += v
-    return hue, sat_table[delta], v.astype(np.uint8)
-
-
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """RGB (h, w, 3) uint8 → HSV (h, w, 3) uint8 in OpenCV's ranges (H 0–180, S, V 0–255).
 
-    Same values as ``cv2.cvtColor(..., cv2.COLOR_RGB2HSV)``, which keye-vl-utils uses.
+    ``cv2.cvtColor(..., cv2.COLOR_RGB2HSV)``, exactly what keye-vl-utils uses.
 
     >>> rgb_to_hsv(np.array([[[255, 0, 0], [0, 0, 255], [10, 10, 10]]], np.uint8)).tolist()
     [[[0, 255, 255], [120, 255, 255], [0, 0, 10]]]
     """
-    return np.stack(_hsv_planes(rgb), axis=-1)
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
 
 
 def thumbnails(frames: np.ndarray, config: SlowFastConfig = SlowFastConfig()) -> np.ndarray:
@@ -323,23 +287,24 @@ def thumbnails(frames: np.ndarray, config: SlowFastConfig = SlowFastConfig()) ->
 class _PatchStats:
     """One frame's HSV as float planes plus per-patch norms and mean brightness."""
 
-    hsv: np.ndarray  # (3, h, w) float32
+    hsv: np.ndarray  # (h, w, 3) float32
     norm: np.ndarray  # (P,) L2 norm of each patch vector
     bright: np.ndarray  # (P,) mean V of each patch
 
 
-def _patch_sum(plane: np.ndarray, patch: int) -> np.ndarray:
-    """(h, w) → (P,) sums over each patch × patch block, row-major patch order."""
-    h, w = plane.shape
-    rows = plane.reshape(h, w // patch, patch).sum(axis=2)  # (h, pw)
-    return rows.reshape(h // patch, patch, w // patch).sum(axis=1).ravel()
+def _patch_sum(values: np.ndarray, patch: int) -> np.ndarray:
+    """(h, w[, c]) → (P,) sums over each patch × patch block (and channel), row-major patches."""
+    h, w = values.shape[:2]
+    blocks = values.reshape(h // patch, patch, w // patch, patch, -1)
+    return blocks.sum(axis=(1, 3, 4)).ravel()
 
 
 def _patch_stats(thumb: np.ndarray, patch: int) -> _PatchStats:
-    hsv = np.stack(_hsv_planes(thumb)).astype(np.float32)
-    norm = np.sqrt(_patch_sum(np.einsum("chw,chw->hw", hsv, hsv), patch))
-    bright = _patch_sum(hsv[2], patch) / (patch * patch)
-    return _PatchStats(hsv, norm, bright)
+    hsv = rgb_to_hsv(thumb)
+    values = hsv.astype(np.float32)
+    norm = np.sqrt(_patch_sum(values * values, patch))
+    bright = _patch_sum(hsv[..., 2], patch) / (patch * patch)
+    return _PatchStats(values, norm, bright)
 
 
 def patch_similarity(a: _PatchStats, b: _PatchStats, config: SlowFastConfig) -> float:
@@ -349,7 +314,7 @@ def patch_similarity(a: _PatchStats, b: _PatchStats, config: SlowFastConfig) -> 
     counts as black when its mean V is below ``black_level`` in both frames (keye drops only
     exactly-black patches: its L2 norm test is ``< 0.01``).
     """
-    dot = _patch_sum(np.einsum("chw,chw->hw", a.hsv, b.hsv), config.similarity_patch)
+    dot = _patch_sum(a.hsv * b.hsv, config.similarity_patch)
     cosine = dot / (a.norm * b.norm + 1e-8)
     keep = (a.bright >= config.black_level) | (b.bright >= config.black_level)
     if not keep.any():
