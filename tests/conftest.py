@@ -1,6 +1,8 @@
 """Shared fixtures. Every test is offline: no hub, no network."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -9,6 +11,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["QSAVE_CACHE"] = tempfile.mkdtemp(prefix="qsave-test-cache-")
 
 import pytest
+
+atexit.register(shutil.rmtree, os.environ["QSAVE_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
