@@ -7,7 +7,8 @@ prints ms per clip for
   (b) qsave's full preprocessing: ``prepare_video`` (decode + SlowFast + processor inputs),
   (c) keye-vl-utils 1.5.2 ``fetch_video({"video": path, "fps": 8})``, run in its own virtual
       environment (--keye-venv; --setup-keye creates it with pip, sharing this env's torch),
-and the ratios b/a (goal ≤ 1.15) and b/c (goal ≤ 0.6). Issue 3, item 6.
+and the ratios b/a (goal ≤ 1.15) and b/c (goal ≤ 0.6). Issue 3, item 6. It also prints the least
+b that qsave's extra CPU work allows on this machine's cores (``overlap_bound``).
 
     python benchmarks/preprocess.py --setup-keye --keye-venv /tmp/keye-venv
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,8 +29,9 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from qsave.video.decode import DecodeConfig, output_size
+from qsave.video.decode import DecodeConfig, output_size, sample_frames
 from qsave.video.inputs import prepare_video
+from qsave.video.slowfast import Labeler, SlowFastConfig, thumbnail_size
 
 SIZES = {480: (480, 854), 720: (720, 1280), 1080: (1080, 1920)}
 KEYE_PACKAGES = ["keye-vl-utils==1.5.2", "decord==0.6.0", "opencv-python-headless", "einops"]
@@ -109,6 +112,54 @@ def timed_together(functions: dict, repeats: int) -> dict[str, float]:
     return {name: min(values) for name, values in times.items()}
 
 
+def _cpu_ms(function) -> float:
+    """Best-of-3 CPU time (all threads of this process) of ``function()``, in ms."""
+    times = []
+    for _ in range(3):
+        start = time.process_time()
+        function()
+        times.append((time.process_time() - start) * 1000)
+    return min(times)
+
+
+def overlap_bound(path: Path, raw_wall: float) -> dict[str, float]:
+    """The least b on this machine's cores if qsave's extra work overlapped the decoder perfectly.
+
+    Extra CPU = the thumbnails, the similarity labels and the conversions to the planned sizes,
+    less the raw decode's own native conversions, each timed on one thread (the shrink of
+    frames over ``max_side`` is left out, so this is a lower bound); the bound is
+    (raw decode CPU + extra) / cores, and never below the raw decode's wall time.
+    """
+    plan, config = prepare_video(path).plan, SlowFastConfig()
+    native_frames = sample_frames(path, DecodeConfig(max_side=None)).frames
+    sampled = sample_frames(path)
+    thumb = thumbnail_size(*sampled.size, config)
+    contexts = [VideoReformatter() for _ in range(3)]
+
+    def convert(context: int, frames, sizes) -> list[np.ndarray]:
+        reformat = contexts[context].reformat
+        return [reformat(f, width=w, height=h, format="rgb24", threads=1).to_ndarray()
+                for f, (h, w) in zip(frames, sizes, strict=True)]
+
+    def label(thumbs) -> None:
+        labeler = Labeler(config)
+        for t in thumbs:
+            labeler.add(t)
+
+    natives = [(f.height, f.width) for f in native_frames]
+    native = _cpu_ms(lambda: convert(0, native_frames, natives))
+    thumbs = [thumb] * len(sampled.frames)
+    thumbnails = _cpu_ms(lambda: convert(1, sampled.frames, thumbs))
+    labels = _cpu_ms(lambda: label(convert(1, sampled.frames, thumbs))) - thumbnails
+    planned = [plan.slow_size if slow else plan.fast_size for slow in plan.slow]
+    final = _cpu_ms(lambda: convert(2, sampled.frames, planned))
+    raw_cpu = _cpu_ms(lambda: raw_decode(path, None))
+    extra = thumbnails + labels + final - native
+    least = max(raw_wall, (raw_cpu + extra) / (os.cpu_count() or 1))
+    return {"raw_cpu": raw_cpu, "extra_cpu": extra, "b_min": least,
+            "b_min_over_a": least / raw_wall}
+
+
 KEYE_SCRIPT = textwrap.dedent(
     """
     import json, statistics, sys, time
@@ -174,6 +225,7 @@ def bench_clip(path: Path, repeats: int, venv: Path | None) -> dict:
     row.update({f"keye_{k}" if not k.startswith("keye") else k: v for k, v in keye.items()})
     raws = [row["raw_native"], row["raw_scaled"], *([keye["decord"]] if "decord" in keye else [])]
     row["raw"] = min(raws)
+    row.update(overlap_bound(path, row["raw"]))
     return row
 
 
@@ -186,7 +238,9 @@ def print_row(row: dict) -> None:
         f"(raw native {row['raw_native']:.0f}, scaled {row['raw_scaled']:.0f}, "
         f"decord {row.get('keye_decord', float('nan')):.0f}; slow frames qsave "
         f"{row['qsave_slow']}/{row['qsave_frames']}, keye {row.get('keye_slow', '-')}/"
-        f"{row.get('keye_frames', '-')}; {row['tokens']} tokens)",
+        f"{row.get('keye_frames', '-')}; {row['tokens']} tokens; perfect-overlap bound "
+        f"b >= {row['b_min']:.0f} = {row['b_min_over_a']:.2f}·a from {row['extra_cpu']:.0f} ms "
+        f"extra CPU over the raw decode's {row['raw_cpu']:.0f})",
         flush=True,
     )
 

@@ -24,28 +24,27 @@ every encoding the tests generate (MPEG-2 PS, MPEG-4 in AVI, VP8/VP9 WebM, AV1, 
 ``sample_frames`` keeps the sampled frames unconverted and hands each one to a single worker
 thread that shrinks it to ``max_side`` and makes its similarity thumbnail (and, through
 ``on_thumbnail``, its SlowFast label): swscale, OpenCV and numpy release the GIL, so this work
-runs beside the decoder threads instead of between packets. ``python benchmarks/preprocess.py
---keye-venv /tmp/keye-venv --workdir /tmp/benchclips --repeats 5`` (10 s synthetic H.264 clips
-at 30 fps, 8 fps sampling, ms per clip, best of 5 interleaved runs, 2 CPU cores), with the
-labelling in the decoding loop (before) and on the worker thread (after; same session):
+runs beside the decoder threads instead of between packets (480p: b 610 → 421 ms in the same
+session). ``python benchmarks/preprocess.py --keye-venv /tmp/keye-venv --workdir
+/tmp/benchclips --repeats 5`` (10 s synthetic H.264 clips at 30 fps, 8 fps sampling, ms per clip,
+best of 5 interleaved runs, 2 CPU cores; a = the fastest raw decode, PyAV threaded with the same
+8 fps frames converted to rgb24 at native size; b = ``prepare_video``; c = keye-vl-utils):
 
-=====  ====  ==========  =========  ==========  =========
-clip   a     b before    b after    b/a before  b/a after
-=====  ====  ==========  =========  ==========  =========
-480p   273   610         421        2.23        1.54
-720p   396   —           670        —           1.69
-1080p  1067  —           1226       —           1.15
-=====  ====  ==========  =========  ==========  =========
+=====  ====  ====  ====  =====  =====  =======================================
+clip   a     b     c     b/a    b/c    least b if the extra work overlapped perfectly
+=====  ====  ====  ====  =====  =====  =======================================
+480p   268   403   1800  1.50   0.22   287 (1.07·a): 141 ms extra CPU, raw 433
+720p   504   866   1830  1.72   0.47   712 (1.41·a): 376 ms extra CPU, raw 1048
+1080p  1245  1463  3380  1.18   0.43   1245 (1.00·a): 290 ms extra CPU, raw 2183
+=====  ====  ====  ====  =====  =====  =======================================
 
-(a = the fastest raw decode: PyAV threaded, the same 8 fps frames converted to rgb24 at native
-size.) What is left above a is CPU the raw decode does not spend, on 2 cores that its decoder
-threads already keep ~1.6 busy (480p: 273 ms wall, ~440 ms CPU): per sampled frame ~0.9 ms for
-the bilinear thumbnail, ~0.5 ms for the HSV patch statistics and similarity, and 1.2 ms for
-the final bilinear downscale to the planned size against the raw decode's 0.25 ms native
-conversion (swscale's slice threads already run it on both cores; torch's antialiased resize
-costs the same, PIL's 4×). At 480p that is ~200 ms of CPU more, so even with perfect overlap
-b ≥ (440 + 200) / 2 ≈ 320 ms, b/a ≈ 1.17: the goal b/a ≤ 1.15 is met at 1080p and out of reach
-at 480p and 720p on this machine. keye-vl-utils' ``fetch_video`` took 1.5–3.1 s (b/c 0.28–0.39).
+The extra CPU is what the raw decode does not spend, each part timed on one thread: per sampled
+frame ~0.8 ms for the bilinear thumbnail, ~0.6 ms for the HSV patch statistics and similarity,
+and 1.2 ms (480p) for the bilinear downscale to the planned size against the raw decode's
+0.3 ms native conversion (torch's antialiased resize costs the same, PIL's 4×). The raw decode
+already keeps 1.6–2 of the 2 cores busy, so that work lengthens the wall time; the goal
+b/a ≤ 1.15 is not met (closest at 1080p), and at 720p the bound itself is above it. The bound
+moves by ±0.1 between runs on this shared machine.
 
 Timestamps are in seconds from the first decoded frame of the video stream (streams such as
 MPEG-2 program streams start at a non-zero presentation time). Rotation metadata (the display
@@ -60,8 +59,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -72,6 +72,7 @@ from av.video.reformatter import VideoReformatter
 
 from qsave.errors import ConfigError, VideoError
 
+MAX_QUEUED = 8  # sampled frames waiting for the conversion thread
 VFR_INTERVAL_RATIO = 1.5  # max/min frame interval above this marks a variable frame rate
 Keeper = Callable[[av.VideoFrame, int], object]  # (frame, rotation) -> what the sampler keeps
 
@@ -539,11 +540,18 @@ def sample_frames(
         on_thumbnail=on_thumbnail,
     )
     # One worker thread, so thumbnails reach on_thumbnail in sampling order; swscale, OpenCV
-    # and numpy release the GIL, so this work overlaps the decoder's.
+    # and numpy release the GIL, so this work overlaps the decoder's. Frames wait for it at
+    # the decoder's size, so at most MAX_QUEUED of them may wait (memory stays bounded).
+    queued: deque[Future] = deque()
+
+    def submit(frame: av.VideoFrame, rotation: int) -> Future:
+        while len(queued) >= MAX_QUEUED:
+            queued.popleft().result()
+        queued.append(worker.submit(keep, frame, rotation))
+        return queued[-1]
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qsave-frames") as worker:
-        futures, times, indices, info, interval = _sample(
-            source, config, lambda frame, rotation: worker.submit(keep, frame, rotation)
-        )
+        futures, times, indices, info, interval = _sample(source, config, submit)
         try:
             kept = [future.result() for future in futures]
         except (av.FFmpegError, ValueError) as error:
