@@ -285,7 +285,7 @@ def thumbnails(frames: np.ndarray, config: SlowFastConfig = SlowFastConfig()) ->
 
 @dataclass
 class _PatchStats:
-    """One frame's HSV as float planes plus per-patch norms and mean brightness."""
+    """One frame's HSV as float32 values plus per-patch norms and mean brightness."""
 
     hsv: np.ndarray  # (h, w, 3) float32
     norm: np.ndarray  # (P,) L2 norm of each patch vector
