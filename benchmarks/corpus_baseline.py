@@ -2,11 +2,11 @@
 
 Hand-made clip statistics (per-frame gradient energy, Laplacian, 8-px block edges, grey-level
 count, frame-to-frame and brightness differences; mean, std, min and max over the clip) and a
-closed-form ridge regression fitted on the training clips predict the visual and dynamic MOS of
-the held-out test clips. The clips are the demo's: its 240-clip corpus plus a 1200-clip pool
-from seed + 1000 written as MP4 here, decoded with the demo's uniform 8 fps video settings. The
-printed SRCC/PLCC per dimension is what the tiny Qwen3-VL of the demo (issue 7) should at least
-reach; its goal is 0.8.
+closed-form ridge regression fitted on the training clips predict the visual and dynamic scores
+of the held-out test clips. The clips are the demo's: its 240-clip corpus (``build_data``) plus
+a 1200-clip pool from seed + 1000 written as MP4 here, all decoded with the demo's video
+settings. The printed SRCC/PLCC per dimension (of the 0..1 scores, a linear map of the MOS) is
+what the tiny Qwen3-VL of the demo (issue 7) should at least reach; its goal is 0.8.
 
     python benchmarks/corpus_baseline.py --workdir /tmp/corpus-baseline
 """
@@ -22,15 +22,16 @@ from qsave.data.annotations import load_videos, mos_from_videos
 from qsave.data.records import RecordConfig, build_records
 from qsave.data.synthetic import SynthConfig, write_corpus
 from qsave.eval.metrics import plcc, srcc
-from qsave.train.demo_recipe import DemoConfig
-from qsave.video.inputs import VideoConfig, prepare_video
+from qsave.train.demo_recipe import DemoConfig, build_data, clip_targets
+from qsave.train.sft import VideoCache
+from qsave.video.inputs import PreparedVideo
 
 DIMENSIONS = ("visual", "dynamic")
 
 
-def clip_statistics(path: str, config: VideoConfig) -> np.ndarray:
+def clip_statistics(video: PreparedVideo) -> np.ndarray:
     """Summary statistics of one clip's grey frames, the inputs of the ridge baseline."""
-    frames = np.concatenate(prepare_video(path, config).videos).astype(np.float32) / 255
+    frames = np.concatenate(video.videos).astype(np.float32) / 255
     grey = frames.mean(-1)  # (T, H, W)
     dx = np.abs(np.diff(grey, axis=2))
     lap = np.abs(4 * grey[:, 1:-1, 1:-1] - grey[:, :-2, 1:-1] - grey[:, 2:, 1:-1]
@@ -49,20 +50,12 @@ def clip_statistics(path: str, config: VideoConfig) -> np.ndarray:
     return np.array(out)
 
 
-def split_data(corpus: Path, split: str, config: VideoConfig, exclude: set[str] = frozenset()):
-    """(statistics, MOS per dimension, prompts) of a corpus split, MOS from its raters."""
-    videos = load_videos(corpus / "manifest.jsonl")
-    records = build_records(videos, mos_from_videos(videos), RecordConfig()).records
-    mos: dict[str, dict[str, float]] = {}
-    prompts: dict[str, str] = {}
-    for r in records:
-        if r.split == split and r.prompt not in exclude:
-            mos.setdefault(r.video, {})[r.dimension] = r.mos
-            prompts[r.video] = r.prompt
-    paths = sorted(mos)
-    x = np.stack([clip_statistics(p, config) for p in paths])
-    y = np.array([[mos[p][d] for d in DIMENSIONS] for p in paths])
-    return x, y, {prompts[p] for p in paths}
+def features_and_mos(records, videos: VideoCache) -> tuple[np.ndarray, np.ndarray]:
+    """(statistics, 0..1 score per dimension) of every clip of ``records``."""
+    targets = clip_targets(records)
+    paths = sorted(targets)
+    x = np.stack([clip_statistics(videos.get(p)) for p in paths])
+    return x, np.array([[targets[p][d] for d in DIMENSIONS] for p in paths])
 
 
 def ridge(x: np.ndarray, y: np.ndarray, strength: float = 1.0):
@@ -78,17 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True, help="corpora are written here")
     args = parser.parse_args(argv)
     demo = DemoConfig()
-    synth = {"size": demo.size, "seconds": demo.seconds}
-    corpus, pool = args.workdir / "corpus", args.workdir / "pool"
-    for path, n, seed in ((corpus, demo.n_clips, demo.seed), (pool, demo.pool_clips,
-                                                               demo.seed + 1000)):
-        if not (path / "manifest.jsonl").is_file():
-            write_corpus(path, SynthConfig(n=n, seed=seed, **synth))
-    video = VideoConfig(mode=demo.video_mode, uniform_fps=demo.uniform_fps)
-    x_test, y_test, held_out = split_data(corpus, "test", video)
-    parts = [split_data(corpus, "train", video), split_data(pool, "train", video, held_out)]
-    x_train = np.concatenate([p[0] for p in parts])
-    y_train = np.concatenate([p[1] for p in parts])
+    data = build_data(args.workdir, demo, pool=False)  # the demo's corpus and video settings
+    pool = args.workdir / "pool"
+    if not (pool / "manifest.jsonl").is_file():
+        write_corpus(pool, SynthConfig(n=demo.pool_clips, seed=demo.seed + 1000, size=demo.size,
+                                       seconds=demo.seconds))
+    videos = load_videos(pool / "manifest.jsonl")
+    held_out = {r.prompt for r in data.test}
+    pool_train = [r for r in build_records(videos, mos_from_videos(videos), RecordConfig()).records
+                  if r.split == "train" and r.prompt not in held_out]
+    x_train, y_train = features_and_mos(data.train + pool_train, data.videos)
+    x_test, y_test = features_and_mos(data.test, data.videos)
     predict = ridge(x_train, y_train)(x_test)
     print(f"ridge on hand-made clip statistics: {len(x_train)} training clips, "
           f"{len(x_test)} held-out test clips")

@@ -31,7 +31,7 @@ from av.video.reformatter import VideoReformatter
 
 from qsave.video.decode import DecodeConfig, output_size, sample_frames
 from qsave.video.inputs import prepare_video
-from qsave.video.slowfast import Labeler, SlowFastConfig, thumbnail_size
+from qsave.video.slowfast import Labeler, SlowFastConfig, SlowFastPlan, thumbnail_size
 
 SIZES = {480: (480, 854), 720: (720, 1280), 1080: (1080, 1920)}
 KEYE_PACKAGES = ["keye-vl-utils==1.5.2", "decord==0.6.0", "opencv-python-headless", "einops"]
@@ -122,7 +122,7 @@ def _cpu_ms(function) -> float:
     return min(times)
 
 
-def overlap_bound(path: Path, raw_wall: float) -> dict[str, float]:
+def overlap_bound(path: Path, plan: SlowFastPlan, raw_wall: float) -> dict[str, float]:
     """The least b on this machine's cores if qsave's extra work overlapped the decoder perfectly.
 
     Extra CPU = the thumbnails, the similarity labels and the conversions to the planned sizes,
@@ -130,7 +130,7 @@ def overlap_bound(path: Path, raw_wall: float) -> dict[str, float]:
     frames over ``max_side`` is left out, so this is a lower bound); the bound is
     (raw decode CPU + extra) / cores, and never below the raw decode's wall time.
     """
-    plan, config = prepare_video(path).plan, SlowFastConfig()
+    config = SlowFastConfig()
     native_frames = sample_frames(path, DecodeConfig(max_side=None)).frames
     sampled = sample_frames(path)
     thumb = thumbnail_size(*sampled.size, config)
@@ -225,7 +225,7 @@ def bench_clip(path: Path, repeats: int, venv: Path | None) -> dict:
     row.update({f"keye_{k}" if not k.startswith("keye") else k: v for k, v in keye.items()})
     raws = [row["raw_native"], row["raw_scaled"], *([keye["decord"]] if "decord" in keye else [])]
     row["raw"] = min(raws)
-    row.update(overlap_bound(path, row["raw"]))
+    row.update(overlap_bound(path, prepared.plan, row["raw"]))
     return row
 
 

@@ -106,6 +106,12 @@ def test_sample_frames_matches_decode_video(tmp_path):
     np.testing.assert_array_equal(lazy.to_rgb(0, lazy.size), decoded.frames[0])
 
 
+def test_conversion_thread_failure_names_the_file(tmp_path):
+    path = write_clip(tmp_path / "c.mp4", ClipSpec(seconds=0.5))
+    with pytest.raises(VideoError, match=r"failed for .*c\.mp4"):
+        sample_frames(path, thumbnail_size=lambda h, w: (0, 0))  # swscale refuses 0 × 0
+
+
 def test_eight_k_frame_is_downscaled_during_conversion(tmp_path):
     spec = ClipSpec(codec="mjpeg", container="mov", suffix=".mov", pix_fmt="yuvj420p")
     spec = ClipSpec(**{**spec.__dict__, "width": 7680, "height": 4320, "fps": 1, "seconds": 1})

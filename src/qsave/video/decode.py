@@ -526,10 +526,10 @@ def sample_frames(
     """Like ``decode_video`` but keeps frames unconverted, with optional RGB thumbnails.
 
     ``thumbnail_size(height, width) -> (h, w)`` maps the display size to the thumbnail size.
-    ``on_thumbnail(thumb)`` is called with each thumbnail as soon as its frame is sampled
-    (while the decoder threads go on), in sampling order; frames dropped later by the
-    ``max_frames`` thinning were passed to it too, so it has then seen more thumbnails than
-    ``SampledFrames.thumbnails`` holds.
+    ``on_thumbnail(thumb)`` is called with each thumbnail as soon as its frame is sampled, on
+    the conversion thread (while the decoder threads go on), in sampling order; frames dropped
+    later by the ``max_frames`` thinning were passed to it too, so it has then seen more
+    thumbnails than ``SampledFrames.thumbnails`` holds.
     """
     convert = Converter()  # the worker thread's during decoding, then SampledFrames'
     keep = functools.partial(
