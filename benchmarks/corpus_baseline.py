@@ -3,10 +3,10 @@
 Hand-made clip statistics (per-frame gradient energy, Laplacian, 8-px block edges, grey-level
 count, frame-to-frame and brightness differences; mean, std, min and max over the clip) and a
 closed-form ridge regression fitted on the training clips predict the visual and dynamic scores
-of the held-out test clips. The clips are the demo's: its 240-clip corpus (``build_data``) plus
-a 1200-clip pool from seed + 1000 written as MP4 here, all decoded with the demo's video
-settings. The printed SRCC/PLCC per dimension (of the 0..1 scores, a linear map of the MOS) is
-what the tiny Qwen3-VL of the demo (issue 7) should at least reach; its goal is 0.8.
+of the held-out test clips. The clips are the demo's (``build_data``): its 240-clip corpus plus
+the train split of its 1200-clip pool, decoded with the demo's video settings. The printed
+SRCC/PLCC per dimension (of the 0..1 scores, a linear map of the MOS) is what the tiny
+Qwen3-VL of the demo (issue 7) should at least reach; its goal is 0.8.
 
     python benchmarks/corpus_baseline.py --workdir /tmp/corpus-baseline
 """
@@ -18,9 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from qsave.data.annotations import load_videos, mos_from_videos
-from qsave.data.records import RecordConfig, build_records
-from qsave.data.synthetic import SynthConfig, write_corpus
 from qsave.eval.metrics import plcc, srcc
 from qsave.train.demo_recipe import DemoConfig, build_data, clip_targets
 from qsave.train.sft import VideoCache
@@ -70,17 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="corpora are written here")
     args = parser.parse_args(argv)
-    demo = DemoConfig()
-    data = build_data(args.workdir, demo, pool=False)  # the demo's corpus and video settings
-    pool = args.workdir / "pool"
-    if not (pool / "manifest.jsonl").is_file():
-        write_corpus(pool, SynthConfig(n=demo.pool_clips, seed=demo.seed + 1000, size=demo.size,
-                                       seconds=demo.seconds))
-    videos = load_videos(pool / "manifest.jsonl")
-    held_out = {r.prompt for r in data.test}
-    pool_train = [r for r in build_records(videos, mos_from_videos(videos), RecordConfig()).records
-                  if r.split == "train" and r.prompt not in held_out]
-    x_train, y_train = features_and_mos(data.train + pool_train, data.videos)
+    data = build_data(args.workdir, DemoConfig())  # the demo's corpus, pool and video settings
+    x_train, y_train = features_and_mos(data.train, data.videos)
     x_test, y_test = features_and_mos(data.test, data.videos)
     predict = ridge(x_train, y_train)(x_test)
     print(f"ridge on hand-made clip statistics: {len(x_train)} training clips, "

@@ -11,6 +11,7 @@ Table 4, and caches the checkpoint where ``--model tiny`` finds it; a second run
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -20,6 +21,7 @@ from qsave.data.synthetic import SynthConfig, write_corpus
 from qsave.dimensions import DIMENSIONS
 from qsave.evaluator import Evaluator, ScoreItem
 from qsave.model.load import TINY_RANDOM_ID, tiny_demo_dir
+from qsave.video.inputs import VideoConfig
 
 DEMO_CORPUS = SynthConfig(n=8, seed=0, size=64, fps=8, seconds=2.0)  # 6 train, 1 test, 1 rl
 
@@ -32,15 +34,20 @@ def run_demo(
     minutes: float = 10.0,
 ) -> None:
     """Synthesize ``corpus`` under ``workdir`` and score its test clips with the tiny model
-    (after training it through the three stages when ``train``)."""
+    (after training it through the three stages when ``train``; the clips and their frames
+    then follow the training's corpus design and video settings)."""
+    video_config = None  # the Evaluator's default (SlowFast)
     if train:
-        from qsave.train.demo_recipe import train_demo
+        from qsave.train.demo_recipe import DemoConfig, train_demo
 
-        train_demo(workdir / "train", console, minutes=minutes, checkpoint_dir=tiny_demo_dir())
+        config = DemoConfig(minutes=minutes)
+        train_demo(workdir / "train", console, config=config, checkpoint_dir=tiny_demo_dir())
+        corpus = replace(corpus, kinds=config.kinds, every_dimension=config.every_dimension)
+        video_config = VideoConfig(mode=config.video_mode, uniform_fps=config.uniform_fps)
     written = write_corpus(workdir / "corpus", corpus)
     console.print(f"wrote {len(written.clips)} synthetic clips to {workdir / 'corpus'}")
     held_out = [clip for clip in written.clips if clip.split == "test"] or written.clips[:1]
-    evaluator = Evaluator.from_pretrained("tiny")
+    evaluator = Evaluator.from_pretrained("tiny", video_config=video_config)
     items = [ScoreItem(workdir / "corpus" / c.path, c.prompt, c.id) for c in held_out]
     results = list(evaluator.score_many(items))
 

@@ -36,7 +36,9 @@ from qsave.data.synthetic import (
     encode_mp4,
     ground_truth_mos,
     make_raters,
+    plan_corpus,
     rate_clip,
+    synthesize,
     write_corpus,
 )
 from qsave.dimensions import mos_to_rating
@@ -435,6 +437,38 @@ def test_config_validation_quotes_values():
         SynthConfig(raters_test=30)
     with pytest.raises(ConfigError, match="unknown SynthConfig fields"):
         SynthConfig.from_mapping({"n": 2, "colour": "red"})
+
+
+def test_kinds_restrict_the_defects_drawn():
+    config = SynthConfig(n=60, seed=2, kinds=("blur", "flicker"))
+    drawn = {d["kind"] for plan in plan_corpus(config)
+             for ds in synthesize(plan, config)[0].defects.values() for d in ds}
+    assert drawn == {"blur", "flicker"}  # alignment has no allowed kind: it stays clean
+    with pytest.raises(ConfigError, match=r"unknown defect kinds \['smear'\]"):
+        SynthConfig(kinds=("smear",))
+    assert SynthConfig.from_mapping({"kinds": ["noise"]}).kinds == ("noise",)
+
+
+def test_every_dimension_gives_each_clip_one_defect_per_dimension():
+    config = SynthConfig(n=40, seed=3, every_dimension=True, kinds=("blur", "noise", "stutter",
+                                                                     "wrong_color"))
+    severities = defaultdict(list)
+    for plan in plan_corpus(config):
+        record = synthesize(plan, config)[0]
+        for dimension, defects in record.defects.items():
+            assert len(defects) == 1, record.defects
+            (defect,) = defects
+            share = (defect["end"] - defect["start"]) / SECONDS
+            if get_kind(defect["kind"]).graded:  # its strength shows the severity
+                assert share == 1.0
+            else:  # a wrong colour shows severity by its duration only
+                assert share == pytest.approx(0.25 + 0.75 * defect["severity"], abs=1 / N_FRAMES)
+            severities[dimension].append(defect["severity"])
+            assert record.mos[dimension] == pytest.approx(1 + 4 * (1 - defect["severity"]),
+                                                          abs=1e-3)
+    for values in severities.values():  # independent U(0, 1) severities spread over the range
+        assert min(values) < 0.2 and max(values) > 0.8
+    assert np.corrcoef(severities["visual"], severities["dynamic"])[0, 1] ** 2 < 0.2
 
 
 def test_cli_data_synth(tmp_path):

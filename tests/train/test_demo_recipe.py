@@ -1,10 +1,8 @@
-"""The demo-only pieces: in-memory clips match the decoded layout, the probe's features carry
-gradients to the vision tower, and the report caches by config."""
+"""The demo-only pieces: the corpus and pool are written per design and encoded, the probe's
+features carry gradients to the vision tower, and the report caches by config."""
 
 import copy
 import json
-
-import numpy as np
 
 from qsave.train.demo_recipe import (
     REPORT,
@@ -13,27 +11,33 @@ from qsave.train.demo_recipe import (
     StageScore,
     VisionProbe,
     _cached,
-    frames_video,
+    build_data,
     pooled_features,
 )
 from qsave.video.inputs import VideoConfig, prepare_video
 
 
-def test_memory_clip_has_the_decoded_uniform_layout(corpus_records):
-    record = corpus_records["train"][0]
-    decoded = prepare_video(record.video, VideoConfig(mode="uniform", uniform_fps=8.0))
-    frames = np.stack(decoded.videos[0])
-    memory = frames_video(frames, 8)
-    assert [v.shape for v in memory.videos] == [v.shape for v in decoded.videos]
-    assert memory.num_tokens == decoded.num_tokens
-    assert memory.metadata[0].frames_indices == decoded.metadata[0].frames_indices
+def test_corpus_and_pool_are_encoded_clips_of_the_demo_design(tmp_path):
+    config = DemoConfig(n_clips=8, pool_clips=8, seconds=1.0)
+    data = build_data(tmp_path, config)
+    test_prompts = {r.prompt for r in data.test}
+    pooled = [r for r in data.train if "/pool/" in r.video]
+    assert pooled and all(r.video.endswith(".mp4") for r in data.train + data.test)
+    assert not test_prompts & {r.prompt for r in pooled}
+    manifest = [json.loads(line) for line in
+                (tmp_path / "corpus" / "manifest.jsonl").read_text().splitlines()]
+    for clip in manifest:  # every dimension has one defect of the demo's kinds
+        kinds = [d["kind"] for ds in clip["defects"].values() for d in ds]
+        assert sorted(kinds) == sorted(config.kinds)
+    before = (tmp_path / "corpus" / "manifest.jsonl").read_text()
+    build_data(tmp_path, DemoConfig(n_clips=8, pool_clips=0, seconds=1.0, kinds=("blur",)))
+    assert (tmp_path / "corpus" / "manifest.jsonl").read_text() != before  # design changed
 
 
-def test_probe_features_reach_the_vision_tower(tiny):
+def test_probe_features_reach_the_vision_tower(tiny, corpus_records):
     model = copy.deepcopy(tiny.model).train()
-    rng = np.random.default_rng(0)
-    clips = [frames_video(rng.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8), 8)
-             for _ in range(2)]
+    clips = [prepare_video(r.video, VideoConfig(mode="uniform", uniform_fps=8.0))
+             for r in corpus_records["train"][:2]]
     out = tiny.processor.video_processor(
         videos=[c.videos[0] for c in clips], video_metadata=[c.metadata[0] for c in clips],
         do_sample_frames=False, do_resize=False, return_tensors="pt")
@@ -49,8 +53,7 @@ def test_report_is_cached_per_config(tmp_path):
     report = DemoReport([StageScore("1 SFT", "visual", 0.5, 0.4)], n_test=3)
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "config.json").write_text("{}")
-    (tmp_path / REPORT).write_text(json.dumps({**report.to_dict(), "config": {
-        k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}}))
+    (tmp_path / REPORT).write_text(json.dumps({**report.to_dict(), "config": config.__dict__}))
     cached = _cached(tmp_path, config)
     assert cached is not None and cached.scores == report.scores
     assert _cached(tmp_path, DemoConfig(minutes=2.0)) is None

@@ -9,10 +9,11 @@ Every kind belongs to one dimension of the paper (Sec. 3.4.1) and breaks one of 
   ``wrong_count``, ``wrong_direction``, ``missing_object``.
 
 A :class:`Defect` has a severity in [0, 1] and a time window ``[start, end)`` in seconds.
-Severity sets the window's share of the clip, ``0.25 + 0.75·s`` (:func:`place_defect`), and
-for the kinds that have one, the strength (blur sigma, noise level, …; see the ``_*_STRENGTH``
-constants). Kinds of the ``scene`` stage edit the object tracks before drawing; kinds of the
-``frames`` stage edit the drawn RGB frames. Both are pure: inputs are never modified.
+Severity sets the window's share of the clip, ``0.25 + 0.75·s`` (:func:`place_defect`), and for
+the *graded* kinds, those that have one, the strength (blur sigma, noise level, …; see the
+``_*_STRENGTH`` constants); a graded kind may also cover the whole clip (``whole_clip``). Kinds
+of the ``scene`` stage edit the object tracks before drawing; kinds of the ``frames`` stage
+edit the drawn RGB frames. Both are pure: inputs are never modified.
 
 >>> sorted(DEFECTS)[:3]
 ['banding', 'blockiness', 'blur']
@@ -63,6 +64,7 @@ class DefectKind:
     edit: SceneEdit | FrameEdit  # the pure function that applies it
     template: str  # the attribution clause, str.format fields of _phrase_fields
     min_frames: int = 1  # shortest window that can show the defect
+    graded: bool = True  # severity sets a strength too (False: only the window's length)
 
 
 DEFECTS: Registry[DefectKind] = Registry("defect kind")
@@ -121,15 +123,22 @@ class Defect:
 
 
 def place_defect(
-    kind: str, severity: float, spec: SceneSpec, n_frames: int, fps: int, rng: np.random.Generator
+    kind: str,
+    severity: float,
+    spec: SceneSpec,
+    n_frames: int,
+    fps: int,
+    rng: np.random.Generator,
+    whole_clip: bool = False,
 ) -> Defect:
-    """A defect of ``kind`` with a random window covering ``0.25 + 0.75·severity`` of the clip.
+    """A defect of ``kind`` with a random window covering ``0.25 + 0.75·severity`` of the clip;
+    with ``whole_clip``, a graded kind covers all of it (its strength alone shows severity).
 
     Alignment kinds also draw the wrong value they show (another colour, shape, count, the
     opposite direction).
     """
     info = get_kind(kind)
-    share = MIN_EXTENT + EXTENT_SLOPE * severity
+    share = 1.0 if whole_clip and info.graded else MIN_EXTENT + EXTENT_SLOPE * severity
     length = min(n_frames, max(info.min_frames, round(share * n_frames)))
     first = int(rng.integers(0, n_frames - length + 1))
     detail = _draw_detail(kind, spec, rng)
@@ -440,9 +449,13 @@ _KINDS = (  # name, dimension, stage, order, edit, attribution template, shortes
     ("noise", "visual", "frames", 44, _noise, "the picture is {adverb} noisy", 1),
 )
 # fmt: on
+_UNGRADED = {"frozen", *(row[0] for row in _KINDS if row[1] == "alignment")}  # no strength
 for _name, _dimension, _stage, _order, _edit, _template, _shortest in _KINDS:
     register_defect(
-        DefectKind(_name, Dimension(_dimension), _stage, _order, _edit, _template, _shortest)
+        DefectKind(
+            _name, Dimension(_dimension), _stage, _order, _edit, _template, _shortest,
+            graded=_name not in _UNGRADED,
+        )
     )
 
 

@@ -46,7 +46,7 @@ from qsave.data.defects import (
     render_clip,
 )
 from qsave.data.scene import SceneSpec, all_specs, frame_count, plan_scene, render_frames
-from qsave.dimensions import DIMENSIONS, MOS_MAX, MOS_MIN
+from qsave.dimensions import DIMENSIONS, MOS_MAX, MOS_MIN, Dimension
 from qsave.errors import ConfigError, QsaveError, VideoError
 from qsave.registry import Registry
 
@@ -98,6 +98,10 @@ class SynthConfig:
     crf: int = 12  # x264 constant rate factor; low, so the labelled defects dominate
     rater_bias: float = 0.25  # std of a reliable rater's bias, MOS points
     rater_noise: tuple[float, float] = (0.3, 0.7)  # range of a reliable rater's noise std
+    kinds: tuple[str, ...] = ()  # defect kinds that may be drawn; () = every registered kind
+    every_dimension: bool = False  # each clip: one defect per dimension at severity U(0, 1),
+    # graded kinds over the whole clip (sample_every_dimension), instead of the generators'
+    # sparse profiles
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -114,6 +118,9 @@ class SynthConfig:
         self._check_raters()
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"crf ({self.crf}) must be in 0..51")
+        unknown = [k for k in self.kinds if k not in DEFECTS]
+        if unknown:
+            raise ConfigError(f"unknown defect kinds {unknown}; known: {', '.join(DEFECTS)}")
 
     def _check_raters(self) -> None:
         if not 1 <= self.raters_train <= self.raters:
@@ -142,8 +149,9 @@ class SynthConfig:
                 f"unknown SynthConfig fields {unknown}; valid: {', '.join(sorted(valid))}"
             )
         data = dict(values)
-        if "rater_noise" in data:
-            data["rater_noise"] = tuple(data["rater_noise"])  # type: ignore[arg-type]
+        for name in ("rater_noise", "kinds"):
+            if name in data:
+                data[name] = tuple(data[name])  # type: ignore[arg-type]
         return cls(**data)  # type: ignore[arg-type]
 
 
@@ -211,22 +219,48 @@ def generators_for(split: str) -> tuple[str, ...]:
 
 
 def sample_defects(
-    profile: GeneratorProfile, spec: SceneSpec, n_frames: int, fps: int, rng: np.random.Generator
+    profile: GeneratorProfile,
+    spec: SceneSpec,
+    n_frames: int,
+    fps: int,
+    rng: np.random.Generator,
+    allowed: Sequence[str] = (),
 ) -> list[Defect]:
-    """Defects of one clip: per dimension, with the profile's rate, one kind (sometimes two)."""
+    """Defects of one clip: per dimension, with the profile's rate, one kind (sometimes two),
+    drawn among the ``allowed`` kinds (all when empty)."""
     defects: list[Defect] = []
     for dimension, rate in zip(DIMENSIONS, profile.rates, strict=True):
-        if rng.random() >= rate:
+        kinds = _allowed(dimension, allowed)
+        if not kinds or rng.random() >= rate:
             continue
-        kinds = list(kinds_of(dimension))
         weights = np.array([3.0 if k in profile.favourites else 1.0 for k in kinds])
-        n_kinds = 2 if rng.random() < SECOND_DEFECT else 1
+        n_kinds = min(len(kinds), 2 if rng.random() < SECOND_DEFECT else 1)
         for kind in rng.choice(kinds, size=n_kinds, replace=False, p=weights / weights.sum()):
             severity = MIN_SEVERITY + (1 - MIN_SEVERITY) * rng.beta(*profile.severity)
             defects.append(
                 place_defect(str(kind), round(float(severity), 4), spec, n_frames, fps, rng)
             )
     return defects
+
+
+def sample_every_dimension(
+    spec: SceneSpec, n_frames: int, fps: int, rng: np.random.Generator, allowed: Sequence[str] = ()
+) -> list[Defect]:
+    """Defects of one clip in the dense design: per dimension one ``allowed`` kind, severity
+    uniform in [0, 1], independent across dimensions; graded kinds cover the whole clip, the
+    others (a wrong colour, a freeze) a window that grows with severity, so that severity
+    always shows. A dimension with no allowed kind stays clean."""
+    defects = []
+    for dimension in DIMENSIONS:
+        kinds = _allowed(dimension, allowed)
+        if kinds:
+            kind, severity = str(rng.choice(kinds)), round(float(rng.uniform(0.0, 1.0)), 4)
+            defects.append(place_defect(kind, severity, spec, n_frames, fps, rng, True))
+    return defects
+
+
+def _allowed(dimension: Dimension, allowed: Sequence[str]) -> list[str]:
+    return [k for k in kinds_of(dimension) if not allowed or k in allowed]
 
 
 # --- ground truth ----------------------------------------------------------------------------
@@ -404,7 +438,11 @@ def synthesize(plan: ClipPlan, config: SynthConfig) -> tuple[ClipRecord, np.ndar
     rng = np.random.default_rng([config.seed, 4, plan.index])
     clip_seed = int(rng.integers(0, 2**31))
     n_frames = frame_count(config.fps, config.seconds)
-    defects = sample_defects(GENERATORS[plan.generator], plan.spec, n_frames, config.fps, rng)
+    if config.every_dimension:
+        defects = sample_every_dimension(plan.spec, n_frames, config.fps, rng, config.kinds)
+    else:
+        profile = GENERATORS[plan.generator]
+        defects = sample_defects(profile, plan.spec, n_frames, config.fps, rng, config.kinds)
     scene = plan_scene(plan.spec, config.size, config.fps, config.seconds, clip_seed)
     frames = render_clip(scene, defects, clip_seed)
     mos = ground_truth_mos(defects, float(rng.normal(0.0, OVERALL_NOISE)))
