@@ -21,7 +21,6 @@ from qsave.data.synthetic import SynthConfig, write_corpus
 from qsave.dimensions import DIMENSIONS
 from qsave.evaluator import Evaluator, ScoreItem
 from qsave.model.load import TINY_RANDOM_ID, tiny_demo_dir
-from qsave.video.inputs import VideoConfig
 
 DEMO_CORPUS = SynthConfig(n=8, seed=0, size=64, fps=8, seconds=2.0)  # 6 train, 1 test, 1 rl
 
@@ -43,7 +42,7 @@ def run_demo(
         config = DemoConfig(minutes=minutes)
         train_demo(workdir / "train", console, config=config, checkpoint_dir=tiny_demo_dir())
         corpus = replace(corpus, kinds=config.kinds, every_dimension=config.every_dimension)
-        video_config = VideoConfig(mode=config.video_mode, uniform_fps=config.uniform_fps)
+        video_config = config.video()
     written = write_corpus(workdir / "corpus", corpus)
     console.print(f"wrote {len(written.clips)} synthetic clips to {workdir / 'corpus'}")
     held_out = [clip for clip in written.clips if clip.split == "test"] or written.clips[:1]

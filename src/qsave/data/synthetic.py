@@ -255,7 +255,9 @@ def sample_every_dimension(
         kinds = _allowed(dimension, allowed)
         if kinds:
             kind, severity = str(rng.choice(kinds)), round(float(rng.uniform(0.0, 1.0)), 4)
-            defects.append(place_defect(kind, severity, spec, n_frames, fps, rng, True))
+            defects.append(
+                place_defect(kind, severity, spec, n_frames, fps, rng, whole_clip=True)
+            )
     return defects
 
 

@@ -101,6 +101,10 @@ class DemoConfig:
     def scaled(self, steps: int) -> int:
         return max(1, round(steps * self.minutes / 10.0))
 
+    def video(self) -> VideoConfig:
+        """The frames the model is trained and scored on."""
+        return VideoConfig(mode=self.video_mode, uniform_fps=self.uniform_fps)
+
     def synth(self, n: int, seed: int) -> SynthConfig:
         """The synthetic corpus design of the demo, for ``n`` clips from ``seed``."""
         return SynthConfig(n=n, seed=seed, size=self.size, seconds=self.seconds, kinds=self.kinds,
@@ -166,7 +170,7 @@ def build_data(workdir: Path, config: DemoConfig, pool: bool = True) -> DemoData
         pool_synth = config.synth(config.pool_clips, config.seed + 1000)
         extra = corpus_records(workdir / "pool", pool_synth)
         train = train + [r for r in extra if r.split == "train" and r.prompt not in held_out]
-    cache = VideoCache(VideoConfig(mode=config.video_mode, uniform_fps=config.uniform_fps))
+    cache = VideoCache(config.video())
     return DemoData(train, split["rl"], split["test"], cache)
 
 
