@@ -29,7 +29,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from qsave.video.decode import DecodeConfig, output_size, sample_frames
+from qsave.video.decode import Converter, DecodeConfig, output_size, sample_frames
 from qsave.video.inputs import prepare_video
 from qsave.video.slowfast import Labeler, SlowFastConfig, SlowFastPlan, thumbnail_size
 
@@ -126,7 +126,7 @@ def overlap_bound(path: Path, plan: SlowFastPlan, raw_wall: float) -> dict[str, 
     """The least b on this machine's cores if qsave's extra work overlapped the decoder perfectly.
 
     Extra CPU = the thumbnails, the similarity labels and the conversions to the planned sizes,
-    less the raw decode's own native conversions, each timed on one thread (the shrink of
+    less the raw decode's own native conversions, each timed alone in CPU time (the shrink of
     frames over ``max_side`` is left out, so this is a lower bound); the bound is
     (raw decode CPU + extra) / cores, and never below the raw decode's wall time.
     """
@@ -134,11 +134,10 @@ def overlap_bound(path: Path, plan: SlowFastPlan, raw_wall: float) -> dict[str, 
     native_frames = sample_frames(path, DecodeConfig(max_side=None)).frames
     sampled = sample_frames(path)
     thumb = thumbnail_size(*sampled.size, config)
-    contexts = [VideoReformatter() for _ in range(3)]
+    converters = [Converter() for _ in range(3)]  # qsave's conversions, contexts cached
 
     def convert(context: int, frames, sizes) -> list[np.ndarray]:
-        reformat = contexts[context].reformat
-        return [reformat(f, width=w, height=h, format="rgb24", threads=1).to_ndarray()
+        return [converters[context](f, w, h, "rgb24").to_ndarray()
                 for f, (h, w) in zip(frames, sizes, strict=True)]
 
     def label(thumbs) -> None:

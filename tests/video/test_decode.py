@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import io
 
+import av
 import numpy as np
 import pytest
+from av.video.reformatter import VideoReformatter
 from videoclips import ENCODINGS, ClipSpec, corner, level, write_audio_only, write_clip
 
 from qsave.errors import ConfigError, VideoError
-from qsave.video.decode import DecodeConfig, decode_video, sample_frames
+from qsave.video.decode import (
+    Converter,
+    DecodeConfig,
+    _scales_in_source_format,
+    decode_video,
+    sample_frames,
+)
 
 
 def _noise(index: int, height: int, width: int) -> np.ndarray:
@@ -103,7 +111,7 @@ def test_sample_frames_matches_decode_video(tmp_path):
     assert lazy.size == decoded.frames.shape[1:3]
     height, width = decoded.frames.shape[1:3]
     assert lazy.thumbnails.shape[1:3] == (height // 2, width // 2)
-    np.testing.assert_array_equal(lazy.to_rgb(0, lazy.size), decoded.frames[0])
+    np.testing.assert_array_equal(lazy.to_rgb([lazy.size] * len(lazy.frames))[0], decoded.frames[0])
 
 
 def test_conversion_thread_failure_names_the_file(tmp_path):
@@ -236,3 +244,28 @@ def test_config_is_validated():
         DecodeConfig(fps=0)
     with pytest.raises(ConfigError, match="max_frames"):
         DecodeConfig(max_frames=0)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "size", "two_step"),
+    [
+        ("yuv420p", (160, 120), True),
+        ("yuv420p10le", (160, 120), True),
+        ("yuv420p", (320, 240), False),  # no resize: swscale's unscaled conversion already
+        ("yuvj420p", (160, 120), False),  # full range: left to swscale's one pass
+        ("gray", (160, 120), False),
+        ("rgb24", (160, 120), False),
+    ],
+)
+def test_converter_resizes_in_yuv_then_converts_like_one_swscale_pass(fmt, size, two_step):
+    # A YUV resize then the unscaled YUV → RGB conversion costs a fraction of swscale's
+    # combined path; the pixels agree up to chroma rounding.
+    yy, xx = np.mgrid[0:240, 0:320]
+    rgb = np.stack([xx * 255 // 319, yy * 255 // 239, (xx + yy) * 255 // 558], -1)
+    frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24").reformat(format=fmt)
+    assert _scales_in_source_format(frame, *size, "rgb24") is two_step
+    width, height = size
+    one_pass = VideoReformatter().reformat(frame, width, height, format="rgb24").to_ndarray()
+    converted = Converter()(frame, width, height, "rgb24").to_ndarray()
+    assert converted.shape == (height, width, 3)
+    assert np.abs(converted.astype(int) - one_pass).mean() < 1.0

@@ -16,7 +16,13 @@ from qsave.video.inputs import (
     processor_video_kwargs,
     video_content,
 )
-from qsave.video.slowfast import SlowFastConfig, label_thumbnails, thumbnail_size
+from qsave.video.slowfast import (
+    Labeler,
+    SizeForecast,
+    SlowFastConfig,
+    label_thumbnails,
+    thumbnail_size,
+)
 
 SC = SlowFastConfig()
 LOSSLESS = ClipSpec(
@@ -149,3 +155,23 @@ def test_streaming_labels_equal_labels_of_the_kept_thumbnails(clip, tmp_path):
         plan = prepare_video(path, config).plan
         assert (plan.slow, plan.similarity) == label_thumbnails(sampled.thumbnails, SC)
         assert len(plan.slow) == len(sampled.frames) <= max_frames
+
+
+def test_frames_converted_during_decoding_equal_the_plans_conversions(clip):
+    # prepare_video converts each frame at its forecast size while decoding and converts the
+    # frames whose forecast missed again; a budget that binds makes the first forecasts miss.
+    slowfast = SlowFastConfig(token_budget=100, min_fast_tokens=1)
+    config = VideoConfig(decode=DecodeConfig(max_frames=16), slowfast=slowfast)
+    prepared = prepare_video(clip, config)
+    plan = prepared.plan
+    sizes = [plan.slow_size if slow else plan.fast_size for slow in plan.slow]
+    thumbs = lambda h, w: thumbnail_size(h, w, slowfast)  # noqa: E731
+    early = sample_frames(clip, config.decode, thumbs, SizeForecast(Labeler(slowfast))).early
+    hits = [rgb.shape[:2] == size for rgb, size in zip(early, sizes, strict=True)]
+    assert any(hits) and not all(hits)
+    expected = sample_frames(clip, config.decode).to_rgb(sizes)  # no early conversions
+    frames = [f for video, run in zip(prepared.videos, plan.runs, strict=True)
+              for f in video[: run.length]]
+    assert len(frames) == len(expected)
+    for frame, reference in zip(frames, expected, strict=True):
+        np.testing.assert_array_equal(frame, reference)

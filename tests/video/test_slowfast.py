@@ -11,7 +11,11 @@ from videoclips import stripes
 
 from qsave.errors import ConfigError
 from qsave.video.slowfast import (
+    Labeler,
+    Run,
+    SizeForecast,
     SlowFastConfig,
+    choose_sizes,
     fast_target,
     fit_size,
     get_mode,
@@ -207,3 +211,21 @@ def test_runs_of_covers_every_frame():
         runs = runs_of(labels)
         assert [r.slow for r in runs for _ in range(r.length)] == list(labels)
         assert all(a.slow != b.slow for a, b in itertools.pairwise(runs))
+
+
+def test_size_forecast_extends_the_last_run_to_the_expected_count():
+    # A budget that binds: the guess for each frame is the plan of the labels so far, the last
+    # run running to the expected 6 frames; it misses until the last run has started.
+    config = SlowFastConfig(similarity_patch=28, token_budget=400, min_fast_tokens=1)
+    thumbs = [stripes(0)] * 3 + [stripes(0, vertical=False)] * 3  # S F F S F F
+    forecast = SizeForecast(Labeler(config))
+    guesses = [forecast(t, (720, 1280), 6) for t in thumbs]
+    assert forecast.labeler.slow == [True, False, False, True, False, False]
+    one_run = choose_sizes(720, 1280, [Run(0, 6, True)], config)
+    two_runs = choose_sizes(720, 1280, [Run(0, 1, True), Run(1, 6, False)], config)
+    three_runs = choose_sizes(720, 1280, [Run(0, 1, True), Run(1, 3, False), Run(3, 6, True)],
+                              config)
+    final = choose_sizes(720, 1280, runs_of(forecast.labeler.slow), config)
+    assert guesses == [one_run[0], two_runs[1], two_runs[1], three_runs[0], final[1], final[1]]
+    assert one_run != two_runs != final  # the budget binds: the first guesses miss
+    assert SizeForecast(Labeler(config))(thumbs[0], (720, 1280), None) is None  # no duration

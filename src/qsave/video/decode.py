@@ -60,7 +60,7 @@ import functools
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +74,8 @@ from qsave.errors import ConfigError, VideoError
 
 MAX_QUEUED = 8  # sampled frames waiting for the conversion thread
 VFR_INTERVAL_RATIO = 1.5  # max/min frame interval above this marks a variable frame rate
-Keeper = Callable[[av.VideoFrame, int], object]  # (frame, rotation) -> what the sampler keeps
+Keeper = Callable[[av.VideoFrame, int, int | None], object]  # (frame, rotation, expected count)
+OnSample = Callable[[np.ndarray, tuple[int, int], int | None], tuple[int, int] | None]
 
 
 @dataclass(frozen=True)
@@ -289,16 +290,36 @@ def output_size(height: int, width: int, max_side: int | None) -> tuple[int, int
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def _scales_in_source_format(frame: av.VideoFrame, width: int, height: int, fmt: str) -> bool:
+    """True when a resize to another format is cheaper as: resize in YUV, then convert.
+
+    swscale's combined resize + YUV → RGB path costs 2–4× a YUV resize followed by its
+    unscaled (SIMD) colour conversion; full-range ``yuvj`` formats keep the one-step path.
+    """
+    name = frame.format.name
+    resized = (width, height) != (frame.width, frame.height)
+    return resized and fmt != name and name.startswith("yuv") and not name.startswith("yuvj")
+
+
 class Converter:
-    """swscale conversions with one cached context per geometry (a new context costs ~ms)."""
+    """swscale conversions with one cached context per geometry (a new context costs ~ms).
+
+    Each conversion runs on the calling thread: swscale's own slice threads cost 30–40 % more
+    CPU on frames this small, and the decoder's threads already keep the cores busy.
+    """
 
     def __init__(self) -> None:
         self._reformatters: dict[tuple, VideoReformatter] = {}
 
     def __call__(self, frame: av.VideoFrame, width: int, height: int, fmt: str) -> av.VideoFrame:
+        if _scales_in_source_format(frame, width, height, fmt):
+            frame = self._reformat(frame, width, height, frame.format.name)
+        return self._reformat(frame, width, height, fmt)
+
+    def _reformat(self, frame: av.VideoFrame, width: int, height: int, fmt: str) -> av.VideoFrame:
         key = (frame.width, frame.height, frame.format.name, width, height, fmt)
         reformatter = self._reformatters.setdefault(key, VideoReformatter())
-        return reformatter.reformat(frame, width=width, height=height, format=fmt)
+        return reformatter.reformat(frame, width=width, height=height, format=fmt, threads=1)
 
 
 def _to_rgb_size(
@@ -323,26 +344,36 @@ def _to_rgb(frame: av.VideoFrame, rotation: int, max_side: int | None, convert) 
 
 
 def _keep_lazy(
-    frame: av.VideoFrame, rotation: int, max_side, thumbnail_size, convert, on_thumbnail=None
+    frame: av.VideoFrame,
+    rotation: int,
+    expected: int | None,
+    max_side: int | None,
+    thumbnail_size,
+    convert: Converter,
+    on_sample: OnSample | None = None,
 ):
-    """Keep the frame in its pixel format (shrunk to ``max_side``) and an RGB thumbnail."""
+    """Keep the frame in its pixel format (shrunk to ``max_side``), an RGB thumbnail, and the
+    RGB frame at the size ``on_sample`` asks for (None when it asks for none)."""
     height, width = output_size(frame.height, frame.width, max_side)
     if (height, width) != (frame.height, frame.width):
         frame = convert(frame, width, height, frame.format.name)
     if thumbnail_size is None:
-        return frame, None
-    size = thumbnail_size(*_display((frame.height, frame.width), rotation))
-    thumb = _to_rgb_size(frame, size, rotation, convert)
-    if on_thumbnail is not None:
-        on_thumbnail(thumb)
-    return frame, thumb
+        return frame, None, None
+    display = _display((frame.height, frame.width), rotation)
+    thumb = _to_rgb_size(frame, thumbnail_size(*display), rotation, convert)
+    size = on_sample(thumb, display, expected) if on_sample is not None else None
+    rgb = _to_rgb_size(frame, size, rotation, convert) if size is not None else None
+    return frame, thumb, rgb
 
 
 class _Sampler:
     """Keeps the frame nearest to each target time ``k · interval``; bounded by ``max_frames``."""
 
-    def __init__(self, interval: float, max_frames: int, keeper: Keeper) -> None:
+    def __init__(
+        self, interval: float, max_frames: int, keeper: Keeper, expected: int | None = None
+    ) -> None:
         self.interval, self.max_frames, self.keeper = interval, max_frames, keeper
+        self.expected = expected  # frames to be kept if the container's duration is right
         self.target = 0.0
         self.previous: _Candidate | None = None
         self.kept: list[tuple[object, float, int]] = []
@@ -371,7 +402,7 @@ class _Sampler:
             self._keep(last)
 
     def _keep(self, candidate: _Candidate) -> None:
-        kept = self.keeper(candidate.frame, self.rotation)
+        kept = self.keeper(candidate.frame, self.rotation, self.expected)
         self.kept.append((kept, candidate.time, candidate.index))
         if len(self.kept) > self.max_frames:
             self._thin()
@@ -389,12 +420,25 @@ def _initial_interval(config: DecodeConfig, duration: float | None) -> float:
     return max(config.interval, duration / config.max_frames)
 
 
+def _expected_count(duration: float | None, interval: float, max_frames: int) -> int | None:
+    """Targets ``k · interval`` before the end of a clip of ``duration`` seconds.
+
+    >>> _expected_count(10.0, 0.125, 256), _expected_count(None, 0.125, 256)
+    (80, None)
+    """
+    if duration is None:
+        return None
+    return min(max_frames, max(1, math.ceil(duration / interval - 1e-6)))
+
+
 def _stream_samples(
     container, stream, config: DecodeConfig, name: str, keeper: Keeper
 ) -> tuple[_Sampler, _Stats]:
     nominal = float(stream.guessed_rate) if stream.guessed_rate else None
     duration = _container_duration(container, stream)
-    sampler = _Sampler(_initial_interval(config, duration), config.max_frames, keeper)
+    interval = _initial_interval(config, duration)
+    expected = _expected_count(duration, interval, config.max_frames)
+    sampler = _Sampler(interval, config.max_frames, keeper, expected)
     stats = _Stats()
     try:
         for index, frame in enumerate(_decoded_frames(container, stream, stats)):
@@ -484,7 +528,11 @@ def decode_video(
     Raises ``VideoError`` naming the file (the decoder's message chained) when the file is
     missing, empty, not a media file, has no video stream or no decodable frame.
     """
-    keeper = functools.partial(_to_rgb, max_side=config.max_side, convert=Converter())
+    convert = Converter()
+
+    def keeper(frame: av.VideoFrame, rotation: int, expected: int | None) -> np.ndarray:
+        return _to_rgb(frame, rotation, config.max_side, convert)
+
     frames, times, indices, info, interval = _sample(source, config, keeper)
     return DecodedVideo(np.stack(frames), times, indices, info, interval)
 
@@ -493,8 +541,9 @@ def decode_video(
 class SampledFrames:
     """Sampled frames kept in the decoder's pixel format, converted to RGB on demand.
 
-    Converting straight from YUV to the final size in one swscale pass avoids an RGB resize
-    per frame; ``thumbnails`` are small RGB copies made during decoding (for similarity).
+    Converting straight from YUV to the final size avoids an RGB resize per frame;
+    ``thumbnails`` are small RGB copies made during decoding (for similarity), ``early`` the RGB
+    frames converted during decoding at the sizes ``on_sample`` guessed.
     """
 
     frames: list[av.VideoFrame]  # coded orientation, longest side ≤ max_side
@@ -503,7 +552,8 @@ class SampledFrames:
     source_indices: np.ndarray  # (N,) presentation index
     info: VideoInfo
     sample_interval: float
-    convert: Converter = field(default_factory=lambda: Converter())
+    early: list[np.ndarray | None] = field(default_factory=list)  # RGB made during decoding
+    convert: Converter = field(default_factory=Converter)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -512,24 +562,37 @@ class SampledFrames:
         turned = self.info.rotation % 180 != 0
         return (frame.width, frame.height) if turned else (frame.height, frame.width)
 
-    def to_rgb(self, index: int, size: tuple[int, int]) -> np.ndarray:
-        """Frame ``index`` as (h, w, 3) uint8 RGB at display ``size`` (height, width)."""
-        return _to_rgb_size(self.frames[index], size, self.info.rotation, self.convert)
+    def to_rgb(self, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Every frame as (h, w, 3) uint8 RGB at its display size ``sizes[i]`` (height, width).
+
+        A frame converted during decoding at that size is reused; the others convert now.
+        """
+        if len(sizes) != len(self.frames):
+            raise ValueError(f"{len(sizes)} sizes for {len(self.frames)} frames")
+        early = self.early or [None] * len(self.frames)
+        return [
+            rgb if rgb is not None and rgb.shape[:2] == tuple(size)
+            else _to_rgb_size(frame, tuple(size), self.info.rotation, self.convert)
+            for frame, rgb, size in zip(self.frames, early, sizes, strict=True)
+        ]
 
 
 def sample_frames(
     source: str | os.PathLike | BinaryIO,
     config: DecodeConfig = DecodeConfig(),
     thumbnail_size: Callable[[int, int], tuple[int, int]] | None = None,
-    on_thumbnail: Callable[[np.ndarray], None] | None = None,
+    on_sample: OnSample | None = None,
 ) -> SampledFrames:
     """Like ``decode_video`` but keeps frames unconverted, with optional RGB thumbnails.
 
     ``thumbnail_size(height, width) -> (h, w)`` maps the display size to the thumbnail size.
-    ``on_thumbnail(thumb)`` is called with each thumbnail as soon as its frame is sampled, on
-    the conversion thread (while the decoder threads go on), in sampling order; frames dropped
-    later by the ``max_frames`` thinning were passed to it too, so it has then seen more
-    thumbnails than ``SampledFrames.thumbnails`` holds.
+    ``on_sample(thumb, size, expected)`` is called with each thumbnail as soon as its frame is
+    sampled, on the conversion thread (while the decoder threads go on), in sampling order,
+    with the frame's display ``size`` and the number of frames the sampler expects to keep
+    (None when the container gives no duration). It may return a display size: the frame is
+    then converted to RGB at that size at once (``SampledFrames.early``). Frames dropped later
+    by the ``max_frames`` thinning were passed to it too, so it has then seen more thumbnails
+    than ``SampledFrames.thumbnails`` holds.
     """
     convert = Converter()  # the worker thread's during decoding, then SampledFrames'
     keep = functools.partial(
@@ -537,17 +600,17 @@ def sample_frames(
         max_side=config.max_side,
         thumbnail_size=thumbnail_size,
         convert=convert,
-        on_thumbnail=on_thumbnail,
+        on_sample=on_sample,
     )
-    # One worker thread, so thumbnails reach on_thumbnail in sampling order; swscale, OpenCV
+    # One worker thread, so thumbnails reach on_sample in sampling order; swscale, OpenCV
     # and numpy release the GIL, so this work overlaps the decoder's. Frames wait for it at
     # the decoder's size, so at most MAX_QUEUED of them may wait (memory stays bounded).
     queued: deque[Future] = deque()
 
-    def submit(frame: av.VideoFrame, rotation: int) -> Future:
+    def submit(frame: av.VideoFrame, rotation: int, expected: int | None) -> Future:
         while len(queued) >= MAX_QUEUED:
             queued.popleft().result()
-        queued.append(worker.submit(keep, frame, rotation))
+        queued.append(worker.submit(keep, frame, rotation, expected))
         return queued[-1]
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qsave-frames") as worker:
@@ -558,6 +621,6 @@ def sample_frames(
             raise VideoError(
                 f"converting frames failed for {source_name(source)}: {error}"
             ) from error
-    frames = [frame for frame, _ in kept]
-    thumbs = np.stack([t for _, t in kept]) if thumbnail_size is not None else None
-    return SampledFrames(frames, thumbs, times, indices, info, interval, convert)
+    frames, thumbs, early = (list(column) for column in zip(*kept, strict=True))
+    thumbs = np.stack(thumbs) if thumbnail_size is not None else None
+    return SampledFrames(frames, thumbs, times, indices, info, interval, early, convert)

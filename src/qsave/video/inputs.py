@@ -27,6 +27,7 @@ from qsave.video.decode import DecodeConfig, SampledFrames, VideoInfo, sample_fr
 from qsave.video.slowfast import (
     Labeler,
     Run,
+    SizeForecast,
     SlowFastConfig,
     SlowFastPlan,
     get_mode,
@@ -103,19 +104,19 @@ def _pad(frames: list[np.ndarray], times: list[int], temporal_patch: int):
     return frames + [frames[-1]] * missing, times + [times[-1]] * missing
 
 
-def _run_item(sampled: SampledFrames, plan: SlowFastPlan, run: Run):
+def _run_item(rgb: list[np.ndarray], info: VideoInfo, plan: SlowFastPlan, run: Run):
     from transformers.video_utils import VideoMetadata
 
     size = plan.slow_size if run.slow else plan.fast_size
-    frames = [sampled.to_rgb(i, size) for i in range(run.start, run.stop)]
+    frames = rgb[run.start : run.stop]
     ticks = [round(plan.timestamps[i] * TIMESTAMP_TICKS) for i in range(run.start, run.stop)]
     frames, ticks = _pad(frames, ticks, plan.temporal_patch)
     metadata = VideoMetadata(
-        total_num_frames=sampled.info.num_frames,
+        total_num_frames=info.num_frames,
         fps=float(TIMESTAMP_TICKS),
         height=size[0],
         width=size[1],
-        duration=sampled.info.duration,
+        duration=info.duration,
         video_backend="pyav",
         frames_indices=ticks,
     )
@@ -148,10 +149,11 @@ def prepare_video(
     mode = get_mode(config.mode)
     thumbs = (lambda h, w: thumbnail_size(h, w, config.slowfast)) if mode.needs_thumbnails else None
     labeler = mode.streaming(config.slowfast) if mode.streaming and thumbs else None
-    on_thumbnail = labeler.add if labeler is not None else None
-    sampled = sample_frames(source, config.decode_config(), thumbs, on_thumbnail)
+    forecast = SizeForecast(labeler) if labeler is not None else None
+    sampled = sample_frames(source, config.decode_config(), thumbs, forecast)
     plan = plan_sampled(sampled, config, labeler)
-    items = [_run_item(sampled, plan, run) for run in plan.runs]
+    rgb = sampled.to_rgb([plan.slow_size if slow else plan.fast_size for slow in plan.slow])
+    items = [_run_item(rgb, sampled.info, plan, run) for run in plan.runs]
     return PreparedVideo(
         videos=[video for video, _ in items],
         metadata=[metadata for _, metadata in items],

@@ -285,26 +285,25 @@ def thumbnails(frames: np.ndarray, config: SlowFastConfig = SlowFastConfig()) ->
 
 @dataclass
 class _PatchStats:
-    """One frame's HSV as float32 values plus per-patch norms and mean brightness."""
+    """One frame's HSV patch vectors with their L2 norms and mean brightness."""
 
-    hsv: np.ndarray  # (h, w, 3) float32
+    vectors: np.ndarray  # (P, 3·p²) uint8, one row per patch, patches row-major
     norm: np.ndarray  # (P,) L2 norm of each patch vector
     bright: np.ndarray  # (P,) mean V of each patch
 
 
-def _patch_sum(values: np.ndarray, patch: int) -> np.ndarray:
-    """(h, w[, c]) → (P,) sums over each patch × patch block (and channel), row-major patches."""
-    h, w = values.shape[:2]
-    blocks = values.reshape(h // patch, patch, w // patch, patch, -1)
-    return blocks.sum(axis=(1, 3, 4)).ravel()
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of uint8 matrices, exact in integers (no float copies)."""
+    dtype = np.int32 if a.shape[1] * 255**2 < 2**31 else np.int64  # int32 is ~2× faster
+    return np.einsum("ij,ij->i", a, b, dtype=dtype)
 
 
 def _patch_stats(thumb: np.ndarray, patch: int) -> _PatchStats:
     hsv = rgb_to_hsv(thumb)
-    values = hsv.astype(np.float32)
-    norm = np.sqrt(_patch_sum(values * values, patch))
-    bright = _patch_sum(hsv[..., 2], patch) / (patch * patch)
-    return _PatchStats(values, norm, bright)
+    h, w = hsv.shape[:2]
+    blocks = hsv.reshape(h // patch, patch, w // patch, patch * 3).swapaxes(1, 2)
+    vectors = blocks.reshape(-1, patch * patch * 3)  # keye's patch vectors, channels interleaved
+    return _PatchStats(vectors, np.sqrt(_dot(vectors, vectors)), vectors[:, 2::3].mean(axis=1))
 
 
 def patch_similarity(a: _PatchStats, b: _PatchStats, config: SlowFastConfig) -> float:
@@ -314,8 +313,7 @@ def patch_similarity(a: _PatchStats, b: _PatchStats, config: SlowFastConfig) -> 
     counts as black when its mean V is below ``black_level`` in both frames (keye drops only
     exactly-black patches: its L2 norm test is ``< 0.01``).
     """
-    dot = _patch_sum(a.hsv * b.hsv, config.similarity_patch)
-    cosine = dot / (a.norm * b.norm + 1e-8)
+    cosine = _dot(a.vectors, b.vectors) / (a.norm * b.norm + 1e-8)
     keep = (a.bright >= config.black_level) | (b.bright >= config.black_level)
     if not keep.any():
         return 1.0
@@ -364,6 +362,44 @@ class Labeler:
     def labels(self) -> tuple[tuple[bool, ...], tuple[float, ...]]:
         """``(slow, similarity)`` of the thumbnails added so far."""
         return tuple(self.slow), tuple(self.similarity)
+
+
+class SizeForecast:
+    """Labels each thumbnail as it is decoded and guesses its frame's planned size.
+
+    The guess is ``choose_sizes`` for the labels so far with the last run extended to the
+    expected number of frames: exact unless a new run starts later or the count is off. It lets
+    ``prepare_video`` convert each frame to RGB while the decoder threads go on; a frame whose
+    guess misses is converted again once the plan is made.
+    """
+
+    def __init__(self, labeler: Labeler) -> None:
+        self.labeler = labeler
+        self._runs = 0
+        self._key: tuple | None = None
+        self._sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
+
+    def __call__(
+        self, thumb: np.ndarray, size: tuple[int, int], expected: int | None
+    ) -> tuple[int, int] | None:
+        """Label ``thumb``; the guessed display size of its frame (None: no guess)."""
+        slow = self.labeler.slow
+        self.labeler.add(thumb)
+        self._runs += len(slow) == 1 or slow[-1] != slow[-2]
+        if expected is None:
+            return None
+        key = (size, max(expected, len(slow)), self._runs)
+        if key != self._key:
+            *done, last = runs_of(slow)
+            forecast = [*done, Run(last.start, key[1], last.slow)]
+            try:
+                self._sizes = choose_sizes(*size, forecast, self.labeler.config)
+            except ConfigError:
+                self._sizes = None  # make_plan raises the error with the real runs
+            self._key = key
+        if self._sizes is None:
+            return None
+        return self._sizes[0] if slow[-1] else self._sizes[1]
 
 
 # --- plans ----------------------------------------------------------------------------------
