@@ -7,8 +7,10 @@ prints ms per clip for
   (b) qsave's full preprocessing: ``prepare_video`` (decode + SlowFast + processor inputs),
   (c) keye-vl-utils 1.5.2 ``fetch_video({"video": path, "fps": 8})``, run in its own virtual
       environment (--keye-venv; --setup-keye creates it with pip, sharing this env's torch),
-and the ratios b/a (goal ≤ 1.15) and b/c (goal ≤ 0.6). Issue 3, item 6. It also prints the least
-b that qsave's extra CPU work allows on this machine's cores (``overlap_bound``).
+and the ratios b/a (goal ≤ 1.15) and b/c (goal ≤ 0.6). Issue 3, item 6. It also prints a1, b1:
+the raw decode and ``prepare_video`` with one decoder thread (``DecodeConfig(threads=1)``), so
+that on a 2-core machine qsave's conversion thread has a core of its own, as it has beside the
+decoder's threads on a machine with more cores.
 
     python benchmarks/preprocess.py --setup-keye --keye-venv /tmp/keye-venv
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,9 +30,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from qsave.video.decode import Converter, DecodeConfig, output_size, sample_frames
-from qsave.video.inputs import prepare_video
-from qsave.video.slowfast import Labeler, SlowFastConfig, SlowFastPlan, thumbnail_size
+from qsave.video.decode import DecodeConfig, output_size
+from qsave.video.inputs import VideoConfig, prepare_video
 
 SIZES = {480: (480, 854), 720: (720, 1280), 1080: (1080, 1920)}
 KEYE_PACKAGES = ["keye-vl-utils==1.5.2", "decord==0.6.0", "opencv-python-headless", "einops"]
@@ -76,12 +76,14 @@ def _clip(workdir: Path, size: int, seconds: float) -> Path:
     return path if path.exists() else make_clip(path, *SIZES[size], seconds)
 
 
-def raw_decode(path: Path, max_side: int | None) -> int:
+def raw_decode(path: Path, max_side: int | None, threads: int = 0) -> int:
     """Decode in order with threads; convert the frame nearest each k/8 s (rgb24)."""
     reformatter, kept, target, previous = VideoReformatter(), 0, 0.0, None
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
         for frame in container.decode(stream):
             while frame.time >= target:
                 best = frame
@@ -110,53 +112,6 @@ def timed_together(functions: dict, repeats: int) -> dict[str, float]:
             function()
             times[name].append((time.perf_counter() - start) * 1000)
     return {name: min(values) for name, values in times.items()}
-
-
-def _cpu_ms(function) -> float:
-    """Best-of-3 CPU time (all threads of this process) of ``function()``, in ms."""
-    times = []
-    for _ in range(3):
-        start = time.process_time()
-        function()
-        times.append((time.process_time() - start) * 1000)
-    return min(times)
-
-
-def overlap_bound(path: Path, plan: SlowFastPlan, raw_wall: float) -> dict[str, float]:
-    """The least b on this machine's cores if qsave's extra work overlapped the decoder perfectly.
-
-    Extra CPU = the thumbnails, the similarity labels and the conversions to the planned sizes,
-    less the raw decode's own native conversions, each timed alone in CPU time (the shrink of
-    frames over ``max_side`` is left out, so this is a lower bound); the bound is
-    (raw decode CPU + extra) / cores, and never below the raw decode's wall time.
-    """
-    config = SlowFastConfig()
-    native_frames = sample_frames(path, DecodeConfig(max_side=None)).frames
-    sampled = sample_frames(path)
-    thumb = thumbnail_size(*sampled.size, config)
-    converters = [Converter() for _ in range(3)]  # qsave's conversions, contexts cached
-
-    def convert(context: int, frames, sizes) -> list[np.ndarray]:
-        return [converters[context](f, w, h, "rgb24").to_ndarray()
-                for f, (h, w) in zip(frames, sizes, strict=True)]
-
-    def label(thumbs) -> None:
-        labeler = Labeler(config)
-        for t in thumbs:
-            labeler.add(t)
-
-    natives = [(f.height, f.width) for f in native_frames]
-    native = _cpu_ms(lambda: convert(0, native_frames, natives))
-    thumbs = [thumb] * len(sampled.frames)
-    thumbnails = _cpu_ms(lambda: convert(1, sampled.frames, thumbs))
-    labels = _cpu_ms(lambda: label(convert(1, sampled.frames, thumbs))) - thumbnails
-    planned = [plan.slow_size if slow else plan.fast_size for slow in plan.slow]
-    final = _cpu_ms(lambda: convert(2, sampled.frames, planned))
-    raw_cpu = _cpu_ms(lambda: raw_decode(path, None))
-    extra = thumbnails + labels + final - native
-    least = max(raw_wall, (raw_cpu + extra) / (os.cpu_count() or 1))
-    return {"raw_cpu": raw_cpu, "extra_cpu": extra, "b_min": least,
-            "b_min_over_a": least / raw_wall}
 
 
 KEYE_SCRIPT = textwrap.dedent(
@@ -211,10 +166,13 @@ def keye_times(venv: Path | None, path: Path, repeats: int) -> dict:
 
 def bench_clip(path: Path, repeats: int, venv: Path | None) -> dict:
     max_side = DecodeConfig().max_side
+    one_thread = VideoConfig(decode=DecodeConfig(threads=1))
     functions = {
         "raw_native": lambda: raw_decode(path, None),
         "raw_scaled": lambda: raw_decode(path, max_side),
         "qsave": lambda: prepare_video(path),
+        "raw_1thread": lambda: raw_decode(path, None, threads=1),
+        "qsave_1thread": lambda: prepare_video(path, one_thread),
     }
     row = {"clip": path.name, **timed_together(functions, repeats)}
     prepared = prepare_video(path)
@@ -224,7 +182,6 @@ def bench_clip(path: Path, repeats: int, venv: Path | None) -> dict:
     row.update({f"keye_{k}" if not k.startswith("keye") else k: v for k, v in keye.items()})
     raws = [row["raw_native"], row["raw_scaled"], *([keye["decord"]] if "decord" in keye else [])]
     row["raw"] = min(raws)
-    row.update(overlap_bound(path, prepared.plan, row["raw"]))
     return row
 
 
@@ -237,9 +194,9 @@ def print_row(row: dict) -> None:
         f"(raw native {row['raw_native']:.0f}, scaled {row['raw_scaled']:.0f}, "
         f"decord {row.get('keye_decord', float('nan')):.0f}; slow frames qsave "
         f"{row['qsave_slow']}/{row['qsave_frames']}, keye {row.get('keye_slow', '-')}/"
-        f"{row.get('keye_frames', '-')}; {row['tokens']} tokens; perfect-overlap bound "
-        f"b >= {row['b_min']:.0f} = {row['b_min_over_a']:.2f}·a from {row['extra_cpu']:.0f} ms "
-        f"extra CPU over the raw decode's {row['raw_cpu']:.0f})",
+        f"{row.get('keye_frames', '-')}; {row['tokens']} tokens; one decoder thread, a core left "
+        f"for qsave's worker: a1={row['raw_1thread']:.0f} b1={row['qsave_1thread']:.0f} "
+        f"b1/a1={row['qsave_1thread'] / row['raw_1thread']:.2f})",
         flush=True,
     )
 

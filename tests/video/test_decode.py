@@ -244,6 +244,15 @@ def test_config_is_validated():
         DecodeConfig(fps=0)
     with pytest.raises(ConfigError, match="max_frames"):
         DecodeConfig(max_frames=0)
+    with pytest.raises(ConfigError, match=r"threads \(-1\)"):
+        DecodeConfig(threads=-1)
+
+
+def test_one_decoder_thread_gives_the_same_frames(tmp_path):
+    path = write_clip(tmp_path / "t.mp4", ClipSpec(seconds=1.0), paint=corner)
+    automatic, single = decode_video(path), decode_video(path, DecodeConfig(threads=1))
+    np.testing.assert_array_equal(single.frames, automatic.frames)
+    np.testing.assert_array_equal(single.timestamps, automatic.timestamps)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ keyframe) with FFmpeg's frame/slice threading, and only the sampled frames are c
 downscaled during the conversion when they exceed ``max_side``. At most ``max_frames`` frames are
 kept: when the duration is known the sampling interval is widened up front, otherwise the kept
 frames are thinned by half whenever the cap is reached, so memory stays bounded by
-``max_frames × max_side²`` whatever the clip length.
+``max_frames`` frames of at most ``max_side²`` pixels whatever the clip length.
 
 Decoder choice: PyAV (FFmpeg) with ``thread_type="AUTO"``, converting only the sampled frames
 with one cached swscale context per geometry (``VideoReformatter``; a fresh context per frame,
@@ -22,29 +22,35 @@ every encoding the tests generate (MPEG-2 PS, MPEG-4 in AVI, VP8/VP9 WebM, AV1, 
 10-bit HEVC, gray and odd-sized FFV1).
 
 ``sample_frames`` keeps the sampled frames unconverted and hands each one to a single worker
-thread that shrinks it to ``max_side`` and makes its similarity thumbnail (and, through
-``on_thumbnail``, its SlowFast label): swscale, OpenCV and numpy release the GIL, so this work
-runs beside the decoder threads instead of between packets (480p: b 610 → 421 ms in the same
-session). ``python benchmarks/preprocess.py --keye-venv /tmp/keye-venv --workdir
-/tmp/benchclips --repeats 5`` (10 s synthetic H.264 clips at 30 fps, 8 fps sampling, ms per clip,
-best of 5 interleaved runs, 2 CPU cores; a = the fastest raw decode, PyAV threaded with the same
-8 fps frames converted to rgb24 at native size; b = ``prepare_video``; c = keye-vl-utils):
+thread that shrinks it to ``max_side``, makes its similarity thumbnail and, through
+``on_sample``, labels it and converts it to RGB at the size the plan will most likely give it
+(``slowfast.SizeForecast``; a frame whose guess misses is converted again after decoding).
+swscale, OpenCV and numpy release the GIL, so this work runs beside the decoder threads instead
+of after them. A resize to RGB is a resize in the frame's own YUV format followed by swscale's
+unscaled (SIMD) YUV → RGB conversion: 2–4× cheaper than swscale's combined path (720p →
+320×576: 0.6 against 1.8 ms) and the same pixels up to chroma rounding.
 
-=====  ====  ====  ====  =====  =====  =======================================
-clip   a     b     c     b/a    b/c    least b if the extra work overlapped perfectly
-=====  ====  ====  ====  =====  =====  =======================================
-480p   268   403   1800  1.50   0.22   287 (1.07·a): 141 ms extra CPU, raw 433
-720p   504   866   1830  1.72   0.47   712 (1.41·a): 376 ms extra CPU, raw 1048
-1080p  1245  1463  3380  1.18   0.43   1245 (1.00·a): 290 ms extra CPU, raw 2183
-=====  ====  ====  ====  =====  =====  =======================================
+``python benchmarks/preprocess.py --keye-venv /tmp/keye-venv --workdir /tmp/benchclips
+--repeats 8``, run twice (10 s synthetic H.264 clips at 30 fps, 8 fps sampling, ms per clip,
+best of 8 interleaved runs, 2 CPU cores; a = the fastest raw decode, PyAV threaded with the same
+8 fps frames converted to rgb24; b = ``prepare_video``; c = keye-vl-utils; a1, b1 = a and b
+with one decoder thread, ``DecodeConfig(threads=1)``, which leaves qsave's worker a core):
 
-The extra CPU is what the raw decode does not spend, each part timed on one thread: per sampled
-frame ~0.8 ms for the bilinear thumbnail, ~0.6 ms for the HSV patch statistics and similarity,
-and 1.2 ms (480p) for the bilinear downscale to the planned size against the raw decode's
-0.3 ms native conversion (torch's antialiased resize costs the same, PIL's 4×). The raw decode
-already keeps 1.6–2 of the 2 cores busy, so that work lengthens the wall time; the goal
-b/a ≤ 1.15 is not met (closest at 1080p), and at 720p the bound itself is above it. The bound
-moves by ±0.1 between runs on this shared machine.
+=====  ==========  ===========  ===========  =========  =========  ===========
+clip   a           b            c            b/a        b/c        b1/a1
+=====  ==========  ===========  ===========  =========  =========  ===========
+480p   249, 287    313, 373     1340, 1324   1.25, 1.30 0.23, 0.28 1.14, 0.80
+720p   378, 512    501, 649     1552, 1878   1.32, 1.27 0.32, 0.35 1.09, 0.97
+1080p  976, 1089   1217, 1353   2950, 2975   1.25, 1.24 0.41, 0.45 0.99, 0.90
+=====  ==========  ===========  ===========  =========  =========  ===========
+
+The design before (one-pass swscale resizes, conversions after decoding, float patch sums),
+measured alternately with this one in the same session, gave b/a 1.65 and 1.68 (480p), 1.52 and
+1.55 (720p), 1.23 and 1.36 (1080p). What remains is CPU time: per sampled frame at 480p about
+0.4 ms for the thumbnail, 0.3 ms for the similarity and 0.3 ms for the resize, some 20 % of what
+the decode itself spends, and the decoder's threads already keep ~1.6 of the 2 cores busy, so
+the goal b/a ≤ 1.15 is not met on this machine; given a core of its own (b1/a1) the worker's
+work is hidden. The ratios move by ±0.15 between runs on this shared machine.
 
 Timestamps are in seconds from the first decoded frame of the video stream (streams such as
 MPEG-2 program streams start at a non-zero presentation time). Rotation metadata (the display
@@ -87,6 +93,7 @@ class DecodeConfig:
     max_side: int | None = 1280  # longest side of the returned frames; None keeps the native size
     max_corrupt_fraction: float = 0.5  # fail when more of the packets than this cannot be decoded
     min_coverage: float = 0.8  # fail when decoded frames span less of the declared duration
+    threads: int = 0  # decoder threads; 0 lets FFmpeg choose (cores + 1); 1 per process in pools
 
     def __post_init__(self) -> None:
         if not (self.fps > 0 and math.isfinite(self.fps)):
@@ -101,6 +108,8 @@ class DecodeConfig:
             )
         if not 0 <= self.min_coverage <= 1:
             raise ConfigError(f"min_coverage ({self.min_coverage}) must be in [0, 1]")
+        if self.threads < 0:
+            raise ConfigError(f"threads ({self.threads}) must be 0 (automatic) or more")
 
     @property
     def interval(self) -> float:
@@ -227,12 +236,16 @@ def _open(source: str | os.PathLike | BinaryIO, name: str) -> av.container.Input
         raise VideoError(f"cannot open video {name}: {error}") from error
 
 
-def _video_stream(container: av.container.InputContainer, name: str) -> av.video.VideoStream:
+def _video_stream(
+    container: av.container.InputContainer, name: str, threads: int = 0
+) -> av.video.VideoStream:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise VideoError(f"no video stream in {name} (streams: {', '.join(kinds)})")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    if threads:
+        stream.codec_context.thread_count = threads
     return stream
 
 
@@ -352,8 +365,10 @@ def _keep_lazy(
     convert: Converter,
     on_sample: OnSample | None = None,
 ):
-    """Keep the frame in its pixel format (shrunk to ``max_side``), an RGB thumbnail, and the
-    RGB frame at the size ``on_sample`` asks for (None when it asks for none)."""
+    """(frame shrunk to ``max_side`` in its pixel format, RGB thumbnail, early RGB frame).
+
+    The early RGB frame is at the size ``on_sample`` asks for, None when it asks for none.
+    """
     height, width = output_size(frame.height, frame.width, max_side)
     if (height, width) != (frame.height, frame.width):
         frame = convert(frame, width, height, frame.format.name)
@@ -510,7 +525,7 @@ def _sample(source, config: DecodeConfig, keeper: Keeper) -> tuple:
     """Stream through ``source``; returns (kept items, timestamps, indices, info, interval)."""
     name = source_name(source)
     with _open(source, name) as container:
-        stream = _video_stream(container, name)
+        stream = _video_stream(container, name, config.threads)
         sampler, stats = _stream_samples(container, stream, config, name, keeper)
         _check_decoded(stats, config, name)
         info = _info(container, stream, stats, name)

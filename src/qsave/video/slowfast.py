@@ -309,9 +309,10 @@ def _patch_stats(thumb: np.ndarray, patch: int) -> _PatchStats:
 def patch_similarity(a: _PatchStats, b: _PatchStats, config: SlowFastConfig) -> float:
     """Fraction of similar patches (cosine of HSV patch vectors > threshold), black left out.
 
-    The patch vectors are keye's ``rearrange("c (h p1) (w p2) -> h w (c p1 p2)")``; a patch
-    counts as black when its mean V is below ``black_level`` in both frames (keye drops only
-    exactly-black patches: its L2 norm test is ``< 0.01``).
+    The patch vectors hold the values of keye's ``rearrange("c (h p1) (w p2) -> h w (c p1
+    p2)")`` with the channels interleaved, which changes no dot product; the products are exact
+    integers. A patch counts as black when its mean V is below ``black_level`` in both frames
+    (keye drops only exactly-black patches: its L2 norm test is ``< 0.01``).
     """
     cosine = _dot(a.vectors, b.vectors) / (a.norm * b.norm + 1e-8)
     keep = (a.bright >= config.black_level) | (b.bright >= config.black_level)
