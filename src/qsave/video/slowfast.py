@@ -384,8 +384,8 @@ class SizeForecast:
         self, thumb: np.ndarray, size: tuple[int, int], expected: int | None
     ) -> tuple[int, int] | None:
         """Label ``thumb``; the guessed display size of its frame (None: no guess)."""
-        slow = self.labeler.slow
         self.labeler.add(thumb)
+        slow = self.labeler.slow  # including this frame's label
         self._runs += len(slow) == 1 or slow[-1] != slow[-2]
         if expected is None:
             return None
