@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qsave.demo_recipe import DemoConfig, build_data, clip_targets
 from qsave.eval.metrics import plcc, srcc
-from qsave.train.demo_recipe import DemoConfig, build_data, clip_targets
-from qsave.train.sft import VideoCache
+from qsave.train.common import VideoCache
 from qsave.video.inputs import PreparedVideo
 
 DIMENSIONS = ("visual", "dynamic")

@@ -11,19 +11,48 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 
 from qsave.data.synthetic import SynthConfig, write_corpus
-from qsave.evaluator import Evaluator
-from qsave.serve.server import RunningServer, ServeConfig, create_app
 
 LOOPBACK = "127.0.0.1"
+
+
+@contextmanager
+def served(flags: list[str]) -> Iterator[str]:
+    """``qsave serve`` in a child process on a free loopback port; yields its URL."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port = probe.getsockname()[1]
+    url = f"http://{LOOPBACK}:{port}"
+    child = subprocess.Popen([sys.executable, "-m", "qsave.cli", "serve", "--host", LOOPBACK,
+                              "--port", str(port), *flags], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("qsave serve did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        child.terminate()
+        child.wait(30)
 
 
 def clips(root: Path, count: int, size: int, seconds: float) -> list[tuple[bytes, str]]:
@@ -51,27 +80,28 @@ def batch_mean(url: str) -> float:
     return values["qsave_batch_size_sum"] / max(values["qsave_batch_size_count"], 1)
 
 
-def load(evaluator, config: ServeConfig, videos, requests: int, concurrency: int,
+def load(flags: list[str], videos, requests: int, concurrency: int,
          max_seconds: float) -> dict[str, float]:
     """Send up to `requests` requests, `concurrency` at a time, for at most `max_seconds`."""
-    with RunningServer(create_app(config, evaluator), host=LOOPBACK) as server:
-        post(server.url, *videos[0])  # warm-up
+    with served(flags) as url:
+        post(url, *videos[0])  # warm-up
         deadline = time.perf_counter() + max_seconds
         latencies: list[float] = []
 
         def one(index: int) -> None:
             if time.perf_counter() < deadline:
-                latencies.append(post(server.url, *videos[index % len(videos)]))
+                latencies.append(post(url, *videos[index % len(videos)]))
 
         start = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(one, range(requests)))
         wall = time.perf_counter() - start
-        mean_batch = batch_mean(server.url)
+        mean_batch = batch_mean(url)
+        model = httpx.get(f"{url}/health").json()["model"]
     lat = np.asarray(latencies)
     return {"done": len(lat), "wall_s": wall, "throughput": len(lat) / wall,
             "p50_s": float(np.percentile(lat, 50)), "p99_s": float(np.percentile(lat, 99)),
-            "batch": mean_batch}
+            "batch": mean_batch, "model": model}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,16 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.requests > 10_000 or args.max_seconds > 3600:
         parser.error("bounded load only: --requests ≤ 10000 and --max-seconds ≤ 3600")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    evaluator = Evaluator.from_pretrained(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         videos = clips(Path(tmp), args.clips, args.size, args.seconds)
         rows = {}
         for name, batch in (("batching off", 1), ("micro-batching", args.max_batch_size)):
-            config = ServeConfig(model=args.model, max_batch_size=batch,
-                                 max_wait_ms=args.max_wait_ms if batch > 1 else 0.0)
-            rows[name] = load(evaluator, config, videos, args.requests, args.concurrency,
-                              args.max_seconds)
-    print(f"model {evaluator.info.id} on {evaluator.info.device}; {args.clips} clips "
+            wait = args.max_wait_ms if batch > 1 else 0.0
+            flags = ["--model", args.model, "--max-batch-size", str(batch),
+                     "--max-wait-ms", str(wait)]
+            rows[name] = load(flags, videos, args.requests, args.concurrency, args.max_seconds)
+    model = rows["micro-batching"]["model"]
+    print(f"model {model['id']} on {model['device']}; {args.clips} clips "
           f"{args.size}x{args.size}, {args.seconds} s; concurrency {args.concurrency}")
     print(f"{'setting':<16}{'done':>6}{'videos/s':>10}{'p50 s':>8}{'p99 s':>8}{'batch':>7}")
     for name, row in rows.items():

@@ -29,3 +29,12 @@ def tiny_dir(tmp_path_factory):
     from qsave.model.tiny import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("tiny-checkpoint"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_evaluator(tiny):
+    """The scoring pipeline on the session's tiny model (random, seed 0), default ScorerSpec."""
+    from helpers import evaluator_on
+
+    return evaluator_on(tiny)
+

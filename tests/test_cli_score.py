@@ -14,7 +14,16 @@ import pytest
 import qsave
 from qsave.cli import main
 from qsave.data.synthetic import SynthConfig, write_corpus
-from qsave.results import key_of, read_records
+from qsave.jsonl import read_jsonl
+from qsave.scores import VideoResult
+
+
+def read_records(path):
+    return [row for _, row in read_jsonl(path).rows]
+
+
+def key_of(row):
+    return VideoResult.from_record(row).key
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +66,14 @@ def test_a_bad_input_is_a_row_and_a_non_zero_exit(corpus, tmp_path, capsys):
     args = ["score", str(clips), "-o", str(out), "--prompt", "two cubes", "--explain",
             "--max-new-tokens", "2", "--dimensions", "dynamic"]
     assert main(args) == 1
-    assert "failed: b" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "failed: b: VideoError: cannot open video" in printed
     rows = {r["id"]: r for r in read_records(out)}
     assert set(rows) == {"a", "b", "c"} and rows["a"]["content_hash"] == rows["c"]["content_hash"]
     assert rows["b"]["error"] and not rows["b"]["scores"]
     assert isinstance(rows["a"]["scores"]["dynamic"]["rationale"], str)
     assert rows["a"]["prompt"] == "two cubes" and rows["a"]["settings"]["explain"] is True
-    assert main(args) == 1  # resumed: the failed row stays the answer for b, nothing added
+    assert main(args) == 1  # resumed: b is tried again, and its new row replaces the old one
     assert len(list(read_records(out))) == 3
 
 

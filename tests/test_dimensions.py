@@ -9,7 +9,6 @@ from qsave.dimensions import (
     RATINGS,
     WEIGHTS,
     Dimension,
-    expectation,
     mos_to_rating,
     mos_to_score,
     rating_to_weight,
@@ -66,14 +65,9 @@ def test_r_of_s_on_a_grid_and_another_scale():
             mos_to_rating(bad)
 
 
-def test_expectation_and_mos_scale_by_hand():
-    probs = [0.1, 0.2, 0.3, 0.25, 0.15]
-    by_hand = 0.1 * 0 + 0.2 * 0.25 + 0.3 * 0.5 + 0.25 * 0.75 + 0.15 * 1
-    assert expectation(probs) == pytest.approx(by_hand, abs=1e-15)
+def test_weights_and_mos_scale():
     assert WEIGHTS == tuple(rating_to_weight(r) for r in RATINGS) == (0, 0.25, 0.5, 0.75, 1)
     assert score_to_mos(0.0) == 1.0 and score_to_mos(1.0) == 5.0
     assert mos_to_score(score_to_mos(0.37)) == pytest.approx(0.37)
-    with pytest.raises(ConfigError, match="expected 5 probabilities"):
-        expectation([0.5, 0.5])
     with pytest.raises(ConfigError, match="unknown rating 'Great'"):
         rating_to_weight("Great")

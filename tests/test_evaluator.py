@@ -1,15 +1,16 @@
-"""The public Evaluator: typed results, per-item errors, batching, inputs and result files."""
+"""The scoring pipeline (Evaluator): typed results, per-item errors, batching, retries."""
 
+import io
 import json
 
 import pytest
 
 from qsave.data.synthetic import SynthConfig, write_corpus
 from qsave.dimensions import DIMENSIONS, Dimension
-from qsave.errors import AnnotationError, ConfigError, QsaveError
-from qsave.evaluator import Evaluator, ScoreItem, items_from, parse_dimensions, score_to_jsonl
-from qsave.model.load import LoadedModel, ModelInfo, rating_token_ids
-from qsave.results import key_of, read_records
+from qsave.errors import AnnotationError, ConfigError, QsaveError, VideoError
+from qsave.evaluator import ScoreItem, parse_dimensions
+from qsave.scores import ItemError
+from qsave.sources import items_from
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +22,9 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def evaluator(tiny):
-    tokenizer = tiny.processor.tokenizer
-    assert tokenizer.padding_side == "left"
-    info = ModelInfo("qsave/tiny-random-seed0", None, "float32", "cpu")
-    return Evaluator(LoadedModel(tiny.model, tiny.processor,
-                                 rating_token_ids(tokenizer, "rating-first"), info))
+def evaluator(tiny_evaluator, tiny):
+    assert tiny.processor.tokenizer.padding_side == "left"
+    return tiny_evaluator
 
 
 def test_score_returns_a_typed_result(evaluator, corpus):
@@ -40,12 +38,45 @@ def test_score_returns_a_typed_result(evaluator, corpus):
     assert record["model"]["id"] == "qsave/tiny-random-seed0"
     assert record["settings"]["dimensions"] == ["visual", "alignment"]
     assert record["settings"]["video"]["mode"] == "slowfast"
+    assert record["settings"]["backend"] == "transformers"
     assert record["video"]["num_tokens"] > 0
 
 
-def test_score_raises_for_a_bad_video(evaluator, corpus):
-    with pytest.raises(QsaveError):
+def test_score_raises_the_typed_error_of_a_bad_video(evaluator, corpus):
+    with pytest.raises(VideoError, match=r"broken\.mp4"):
         evaluator.score(corpus / "clips" / "broken.mp4")
+
+
+def test_bytes_and_streams_are_scored_like_the_file(evaluator, corpus):
+    clip = sorted((corpus / "clips").glob("syn-*.mp4"))[0]
+    by_path = evaluator.score(clip, "p")
+    data = clip.read_bytes()
+    results = list(evaluator.score_many([ScoreItem(data, "p", "b"),
+                                         ScoreItem(io.BytesIO(data), "p", "s")], batch_size=1))
+    for result in results:
+        assert result.content_hash == by_path.content_hash and result.path is None
+        for d in DIMENSIONS:
+            assert result.scores[d].score == by_path.scores[d].score
+
+
+def test_a_batch_failure_is_retried_item_by_item(evaluator, corpus, monkeypatch):
+    clips = sorted((corpus / "clips").glob("syn-*.mp4"))[:2]
+    backend, calls = evaluator.backend, []
+    real = type(backend).score
+
+    def flaky(self, items, dimensions, explain):
+        calls.append(len(items))
+        if len(items) > 1 or items[0].result.id == clips[0].stem:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, items, dimensions, explain)
+
+    monkeypatch.setattr(type(backend), "score", flaky)
+    first, second = evaluator.score_many(clips, batch_size=2)
+    assert calls == [2, 1, 1]
+    assert first.error == ItemError("RuntimeError", "CUDA out of memory (simulated)")
+    assert second.ok and len(second.scores) == 3
+    with pytest.raises(QsaveError, match="RuntimeError: CUDA out of memory"):
+        raise first.error.to_exception()
 
 
 def test_score_many_records_errors_and_keeps_order(evaluator, corpus):
@@ -54,7 +85,7 @@ def test_score_many_records_errors_and_keeps_order(evaluator, corpus):
     seen = []
     results = list(evaluator.score_many(items, batch_size=4, on_result=seen.append))
     assert [r.id for r in results] == [i.name for i in items] == [r.id for r in seen]
-    assert results[0].error.startswith("VideoError") and not results[0].scores
+    assert results[0].error.type == "VideoError" and not results[0].scores
     assert all(r.ok and len(r.scores) == 3 for r in results[1:])
     one_by_one = list(evaluator.score_many(items[1:], batch_size=1))
     for a, b in zip(results[1:], one_by_one, strict=True):
@@ -84,26 +115,6 @@ def test_parse_dimensions():
     assert chosen == (Dimension.VISUAL, Dimension.DYNAMIC)
     with pytest.raises(ConfigError, match="valid dimensions"):
         parse_dimensions(["motion"])
-
-
-def test_score_to_jsonl_resumes_without_duplicates(evaluator, corpus, tmp_path):
-    items = items_from(corpus / "manifest.jsonl")
-    full = score_to_jsonl(evaluator, items, tmp_path / "full.jsonl", batch_size=2)
-    assert (full.written, full.skipped, full.failed) == (len(items), 0, [])
-    out = tmp_path / "out.jsonl"
-    first = score_to_jsonl(evaluator, items[:1], out)
-    with out.open("a") as handle:  # a write killed midway: half a line, no newline
-        handle.write(json.dumps(full.records[1])[:40])
-    again = score_to_jsonl(evaluator, items_from(corpus / "manifest.jsonl"), out, batch_size=2)
-    assert (first.written, again.written, again.skipped) == (1, len(items) - 1, 1)
-    rows = list(read_records(out))
-    assert [r["id"] for r in rows] == [r["id"] for r in full.records]
-    assert len({key_of(r) for r in rows}) == len(rows)
-    for row, reference in zip(rows, full.records, strict=True):
-        for d, s in reference["scores"].items():
-            assert row["scores"][d]["score"] == pytest.approx(s["score"], abs=1e-4)
-    other = score_to_jsonl(evaluator, items[:1], out, dimensions=["visual"])  # new settings
-    assert other.written == 1
 
 
 def test_score_item_names():

@@ -18,8 +18,9 @@ from qsave.errors import QsaveError, VideoError
 
 if TYPE_CHECKING:
     from qsave.evaluator import Evaluator, ScoreItem
-    from qsave.results import VideoResult
+    from qsave.scores import VideoResult
     from qsave.serve.reward import reward
+    from qsave.spec import ScorerSpec
     from qsave.video.inputs import VideoConfig
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Evaluator",
     "QsaveError",
     "ScoreItem",
+    "ScorerSpec",
     "VideoConfig",
     "VideoError",
     "VideoResult",
@@ -38,7 +40,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "Evaluator": "qsave.evaluator",
     "ScoreItem": "qsave.evaluator",
-    "VideoResult": "qsave.results",
+    "VideoResult": "qsave.scores",
+    "ScorerSpec": "qsave.spec",
     "VideoConfig": "qsave.video.inputs",
     "reward": "qsave.serve.reward",
 }

@@ -142,7 +142,7 @@ def eval_(
 
 
 # --- data tooling ----------------------------------------------------------------------------
-# qsave data mos|screen|split|records|report (issue 5): thin wrappers of qsave.data.annotations,
+# qsave data mos|screen|split|records|report: thin wrappers of qsave.data.annotations,
 # .splits, .records and .report. Flags left unset take the defaults of the config dataclasses.
 _RatingsOpt = Annotated[Path, typer.Option(help="Ratings table (CSV/Parquet): video_id, "
                                                 "rater_id, dimension, score [, reason].")]
@@ -379,11 +379,62 @@ def data_report(
 
 
 # --- score ---------------------------------------------------------------------------------
+# The model flags of `qsave score` and `qsave serve`: each defaults to None, meaning "the
+# checkpoint's saved setting, else ScorerSpec's default" (qsave.spec); no default is restated.
+_Model = Annotated[str | None, typer.Option(help="Hub id, checkpoint directory, or 'tiny' "
+                                            "[ScorerSpec: tiny].")]
+_Backend = Annotated[str | None, typer.Option(help="transformers, or vllm where installed "
+                                              "[ScorerSpec: transformers].")]
+_Revision = Annotated[str | None, typer.Option(help="Hub revision of --model.")]
+_Adapter = Annotated[str | None, typer.Option(help="LoRA adapter on --model.")]
+_Device = Annotated[str | None, typer.Option(help="cuda, cpu, … [cuda if any, else cpu].")]
+_Dtype = Annotated[str | None, typer.Option(help="bfloat16, float32 … [by device].")]
+_AnswerFormat = Annotated[str | None, typer.Option(
+    help="rating-first or think-first [the checkpoint's, else rating-first].")]
+_VideoMode = Annotated[str | None, typer.Option(
+    help="Frames: slowfast or uniform [the checkpoint's, else slowfast].")]
+_VideoConfig = Annotated[Path | None, typer.Option(
+    help="YAML/JSON of VideoConfig fields, merged over the checkpoint's video settings.")]
+_MaxNewTokens = Annotated[int | None, typer.Option(
+    help="Rationale length limit with --explain [the checkpoint's, else 256].")]
+
+
+def _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format, video_mode,
+                 video_config, max_new_tokens):
+    """The ScorerSpec of the model flags over the checkpoint's saved settings (printed)."""
+    from qsave.spec import resolve_spec
+
+    video = _load_mapping(video_config, "video config") if video_config else {}
+    if video_mode is not None:
+        video["mode"] = video_mode
+    spec, source = resolve_spec(model, backend=backend, revision=revision, adapter=adapter,
+                                device=device, dtype=dtype, answer_format=answer_format,
+                                video=video or None, max_new_tokens=max_new_tokens)
+    if source is not None:
+        console.print(f"scorer settings of the checkpoint: {source} (answer format "
+                      f"{spec.answer_format.value}, {spec.video.mode} frames)")
+    return spec
+
+
+def _load_mapping(path: Path, what: str) -> dict:
+    """A YAML or JSON file holding one mapping."""
+    import yaml
+
+    from qsave.errors import ConfigError
+
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read the {what} {path}: {error}") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"the {what} {path} must hold a mapping of fields, got {values!r}")
+    return values
+
+
 @app.command("score")
 def score_command(
     source: Annotated[Path, typer.Argument(help="A video, a directory of videos, or a manifest.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSONL (appended, resumable).")],
-    model: Annotated[str, typer.Option(help="Hub id, checkpoint directory, or 'tiny'.")] = "tiny",
     prompt: Annotated[str | None, typer.Option(help="Generation prompt for every video.")] = None,
     prompts: Annotated[
         Path | None, typer.Option(help="Prompts per video: JSONL (id|path, prompt) or JSON map.")
@@ -394,65 +445,75 @@ def score_command(
     explain: Annotated[bool, typer.Option(help="Also generate a rationale (greedy).")] = False,
     batch_size: Annotated[int, typer.Option(help="Videos per forward pass.")] = 8,
     csv: Annotated[Path | None, typer.Option(help="Also write a CSV of this run's rows.")] = None,
-    revision: Annotated[str | None, typer.Option(help="Hub revision of --model.")] = None,
-    adapter: Annotated[str | None, typer.Option(help="LoRA adapter on --model.")] = None,
-    device: Annotated[str | None, typer.Option(help="cuda, cpu, … (default: cuda if any).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="bfloat16, float32 … (default: by device).")] = (
-        None
-    ),
-    answer_format: Annotated[
-        str, typer.Option(help="rating-first (cool-off, default) or think-first.")
-    ] = "rating-first",
-    video_mode: Annotated[str, typer.Option(help="Frames: slowfast or uniform.")] = "slowfast",
-    max_new_tokens: Annotated[int, typer.Option(help="Rationale length limit (--explain).")] = 256,
-    backend: Annotated[str, typer.Option(help="transformers, or vllm (where installed).")] = (
-        "transformers"
-    ),
+    model: _Model = None,
+    backend: _Backend = None,
+    revision: _Revision = None,
+    adapter: _Adapter = None,
+    device: _Device = None,
+    dtype: _Dtype = None,
+    answer_format: _AnswerFormat = None,
+    video_mode: _VideoMode = None,
+    video_config: _VideoConfig = None,
+    max_new_tokens: _MaxNewTokens = None,
     ray: Annotated[bool, typer.Option(help="Score on Ray Data (actors holding models).")] = False,
     ray_actors: _RayActors = None,
     ray_gpus: _RayGpus = None,
     ray_address: _RayAddress = None,
 ) -> None:
     """Score videos on visual quality, dynamic quality and text-video alignment (JSONL rows)."""
+    from qsave.scores import write_csv
+    from qsave.sources import items_from
+
+    items = items_from(source, prompt, prompts)  # ids checked before any model loads
+    spec = _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format,
+                        video_mode, video_config, max_new_tokens)
+    dims = dimensions.split(",") if dimensions else None
+    if ray:
+        run = _score_on_ray(items, out, spec, dims, explain, batch_size,
+                            _given(actors=ray_actors, gpus_per_actor=ray_gpus,
+                                   address=ray_address))
+    else:
+        run = _score_here(items, out, spec, dims, explain, batch_size)
+    if csv is not None:
+        write_csv(run.results, csv)
+    for repair in run.repairs:
+        console.print(f"[yellow]repaired:[/yellow] {repair}")
+    console.print(f"{run.written} scored, {run.skipped} already in {out}, "
+                  f"{len(run.failed)} failed")
+    for result in run.failed:
+        console.print(f"[red]failed:[/red] {result.id}: {result.error}")
+    if run.failed:
+        raise SystemExit(1)
+
+
+def _score_here(items, out, spec, dims, explain, batch_size):
+    """``qsave score`` in this process, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from qsave.evaluator import Evaluator, items_from, parse_dimensions, score_to_jsonl
+    from qsave.evaluator import Evaluator
     from qsave.model.load import TINY_RANDOM_ID
-    from qsave.results import write_csv
-    from qsave.video.inputs import VideoConfig
+    from qsave.results import score_to_jsonl
 
-    dims = parse_dimensions(dimensions.split(",") if dimensions else None)
-    items = items_from(source, prompt, prompts)
-    if ray or backend != "transformers":  # Ray Data / vLLM: the serve block (issue 8)
-        spec = _serve_model_spec(model, backend, revision, adapter, device, dtype,
-                                 answer_format, video_mode, max_new_tokens)
-        run = _serve_score(items, out, spec, dims, explain, batch_size,
-                           ray, _given(actors=ray_actors, gpus_per_actor=ray_gpus,
-                                       address=ray_address))
-    else:
-        evaluator = Evaluator.from_pretrained(
-            model, revision=revision, adapter=adapter, device=device, dtype=dtype,
-            answer_format=answer_format, video_config=VideoConfig(mode=video_mode),
-            max_new_tokens=max_new_tokens,
-        )
-        if evaluator.info.id == TINY_RANDOM_ID:
-            console.print("[yellow]note:[/yellow] the tiny model is untrained: its scores mean "
-                          "nothing")
-        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("scoring", total=len(items))
-            run = score_to_jsonl(
-                evaluator, items, out, dimensions=dims, explain=explain, batch_size=batch_size,
-                on_result=lambda result: progress.advance(task),
-            )
-    if csv is not None:
-        write_csv(run.records or [], csv)
-    failed = run.failed or []
-    console.print(f"{run.written} scored, {run.skipped} already in {out}, {len(failed)} failed")
-    for name in failed:
-        console.print(f"[red]failed:[/red] {name}")
-    if failed:
-        raise SystemExit(1)
+    evaluator = Evaluator.from_spec(spec)
+    if evaluator.info.id == TINY_RANDOM_ID:
+        console.print("[yellow]note:[/yellow] the tiny model is untrained: its scores mean "
+                      "nothing")
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("scoring", total=len(items))
+        return score_to_jsonl(evaluator, items, out, dimensions=dims, explain=explain,
+                              batch_size=batch_size,
+                              on_result=lambda result: progress.advance(task))
+
+
+def _score_on_ray(items, out, spec, dims, explain, batch_size, ray_flags):
+    """``qsave score --ray``: the same rows, scored by a pool of Ray actors."""
+    from qsave.serve.distributed import RayConfig, score_with_ray
+
+    config = RayConfig(batch_size=batch_size, **ray_flags)
+    console.print(f"scoring {len(items)} video(s) with the {spec.backend} backend on Ray "
+                  f"({config.actors} actor(s))")
+    return score_with_ray(items, out, spec, dimensions=dims, explain=explain, config=config)
 
 
 # --- video ---------------------------------------------------------------------------------
@@ -514,29 +575,9 @@ _RayAddress = Annotated[str | None, typer.Option(help="--ray: cluster address (d
                                                  "cluster).")]
 
 
-def _serve_model_spec(model, backend, revision, adapter, device, dtype, answer_format,
-                      video_mode, max_new_tokens):
-    from qsave.serve.distributed import ModelSpec
-
-    return ModelSpec(model, backend, revision, adapter, device, dtype, answer_format, video_mode,
-                     max_new_tokens)
-
-
-def _serve_score(items, out, spec, dims, explain, batch_size, ray, ray_flags):
-    """``qsave score --ray`` / ``--backend vllm``: the FileRun of the scale-out scorer."""
-    from qsave.serve.distributed import RayConfig, score_scaled
-
-    config = RayConfig(batch_size=batch_size, **ray_flags) if ray else None
-    where = f"on Ray ({config.actors} actor(s))" if config else "in this process"
-    console.print(f"scoring {len(items)} video(s) with the {spec.backend} backend {where}")
-    return score_scaled(items, out, spec, dimensions=dims, explain=explain,
-                        batch_size=batch_size, ray=config)
-
-
 @app.command("serve")
 def serve_command(
-    model: Annotated[str | None, typer.Option(help="Hub id, checkpoint directory, or 'tiny'.")]
-    = None,
+    model: _Model = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     token: Annotated[str | None, typer.Option(envvar="QSAVE_SERVE_TOKEN", show_default=False,
@@ -559,13 +600,15 @@ def serve_command(
     = None,
     allow_unauthenticated: Annotated[bool | None, typer.Option(
         help="Serve without a token on a non-loopback address.")] = None,
-    revision: Annotated[str | None, typer.Option(help="Hub revision of --model.")] = None,
-    adapter: Annotated[str | None, typer.Option(help="LoRA adapter on --model.")] = None,
-    device: Annotated[str | None, typer.Option(help="cuda, cpu, … (default: cuda if any).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="bfloat16, float32 … (default: by device).")]
-    = None,
-    answer_format: Annotated[str | None, typer.Option(help="rating-first or think-first.")] = None,
-    video_mode: Annotated[str | None, typer.Option(help="Frames: slowfast or uniform.")] = None,
+    backend: _Backend = None,
+    revision: _Revision = None,
+    adapter: _Adapter = None,
+    device: _Device = None,
+    dtype: _Dtype = None,
+    answer_format: _AnswerFormat = None,
+    video_mode: _VideoMode = None,
+    video_config: _VideoConfig = None,
+    max_new_tokens: _MaxNewTokens = None,
 ) -> None:
     """Serve the evaluator over HTTP: /score, /reward (one reward per video), /health, /metrics."""
     import json
@@ -573,15 +616,15 @@ def serve_command(
     from qsave.serve.server import ServeConfig, serve
 
     parsed = json.loads(weights) if weights else None
-    config = ServeConfig(**_given(
-        model=model, host=host, port=port, token=token,
+    scorer = _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format,
+                          video_mode, video_config, max_new_tokens)
+    config = ServeConfig(scorer=scorer, **_given(
+        host=host, port=port, token=token,
         allowed_root=str(allowed_root) if allowed_root else None, max_video_mb=max_video_mb,
         max_request_mb=max_request_mb, max_items=max_items, request_timeout_s=request_timeout_s,
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
-        weights=parsed, error_reward=error_reward, allow_unauthenticated=allow_unauthenticated,
-        revision=revision, adapter=adapter, device=device, dtype=dtype,
-        answer_format=answer_format, video_mode=video_mode))
-    console.print(f"serving {config.model} on http://{config.host}:{config.port} "
+        weights=parsed, error_reward=error_reward, allow_unauthenticated=allow_unauthenticated))
+    console.print(f"serving {config.scorer.model} on http://{config.host}:{config.port} "
                   f"(auth: {'bearer token' if config.token else 'none'})")
     serve(config)
 
@@ -604,9 +647,10 @@ def demo(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qsave`` script: the exit code is non-zero when any input failed.
 
-    Commands that finish with failed items raise ``typer.Exit(1)``; usage errors exit 2.
+    Commands that finish with failed items raise ``typer.Exit(1)``; usage errors, and inputs
+    or predictions with duplicate ids, exit 2.
     """
-    from qsave.errors import QsaveError
+    from qsave.errors import DuplicateIdError, QsaveError
 
     try:
         app(args=argv, prog_name="qsave")
@@ -614,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     except QsaveError as error:
         console.print(f"[red]error:[/red] {error}")
-        return 1
+        return 2 if isinstance(error, DuplicateIdError) else 1
     return 0
 
 

@@ -5,7 +5,7 @@ It writes a small synthetic corpus (clips with labelled defects and known MOS, s
 embedded tiny Qwen3-VL, printing the predicted MOS beside the ground truth.
 
 With ``train=True`` it first trains the tiny model through the paper's three stages (plus a
-demo-only vision warm-up, :mod:`qsave.train.demo_recipe`), prints SRCC/PLCC per stage like
+demo-only vision warm-up, :mod:`qsave.demo_recipe`), prints SRCC/PLCC per stage like
 Table 4, and caches the checkpoint where ``--model tiny`` finds it; a second run only scores.
 """
 
@@ -20,7 +20,8 @@ from rich.table import Table
 from qsave.data.synthetic import SynthConfig, write_corpus
 from qsave.dimensions import DIMENSIONS
 from qsave.evaluator import Evaluator, ScoreItem
-from qsave.model.load import TINY_RANDOM_ID, tiny_demo_dir
+from qsave.model.load import TINY_RANDOM_ID
+from qsave.spec import TINY, tiny_demo_dir
 
 DEMO_CORPUS = SynthConfig(n=8, seed=0, size=64, fps=8, seconds=2.0)  # 6 train, 1 test, 1 rl
 
@@ -33,20 +34,18 @@ def run_demo(
     minutes: float = 10.0,
 ) -> None:
     """Synthesize ``corpus`` under ``workdir`` and score its test clips with the tiny model
-    (after training it through the three stages when ``train``; the clips and their frames
-    then follow the training's corpus design and video settings)."""
-    video_config = None  # the Evaluator's default (SlowFast)
+    (after training it through the three stages when ``train``; the clips then follow the
+    training's corpus design, and the checkpoint's ``qsave_scorer.json`` its video settings)."""
     if train:
-        from qsave.train.demo_recipe import DemoConfig, train_demo
+        from qsave.demo_recipe import DemoConfig, train_demo
 
         config = DemoConfig(minutes=minutes)
         train_demo(workdir / "train", console, config=config, checkpoint_dir=tiny_demo_dir())
         corpus = replace(corpus, kinds=config.kinds, every_dimension=config.every_dimension)
-        video_config = config.video()
     written = write_corpus(workdir / "corpus", corpus)
     console.print(f"wrote {len(written.clips)} synthetic clips to {workdir / 'corpus'}")
     held_out = [clip for clip in written.clips if clip.split == "test"] or written.clips[:1]
-    evaluator = Evaluator.from_pretrained("tiny", video_config=video_config)
+    evaluator = Evaluator.from_pretrained(TINY)  # the trained demo's frames, when cached
     items = [ScoreItem(workdir / "corpus" / c.path, c.prompt, c.id) for c in held_out]
     results = list(evaluator.score_many(items))
 

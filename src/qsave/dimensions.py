@@ -5,8 +5,6 @@ The paper lists them descending; only the prompts show that order.
 
 >>> mos_to_rating(4.2), mos_to_rating(4.21)
 ('Good', 'Excellent')
->>> expectation([0.0, 0.0, 0.5, 0.5, 0.0])
-0.625
 >>> score_to_mos(0.625)
 3.5
 """
@@ -14,13 +12,13 @@ The paper lists them descending; only the prompts show that order.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from enum import StrEnum
 
 from qsave.errors import ConfigError
 
 RATINGS: tuple[str, ...] = ("Bad", "Poor", "Fair", "Good", "Excellent")  # ascending
-WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # w_j of Eq. (r̂ = Σ p_j·w_j), Sec. 4.2.2
+WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # w_j of r̂ = Σ p_j·w_j, Sec. 4.2.2
+# (computed once, in torch: qsave.model.scorer.rating_expectation)
 MOS_MIN, MOS_MAX = 1.0, 5.0  # m and M of R(s), Sec. 3.4.2
 
 
@@ -106,13 +104,6 @@ def rating_to_weight(rating: str) -> float:
     except ValueError:
         valid = ", ".join(RATINGS)
         raise ConfigError(f"unknown rating {rating!r}; valid ratings: {valid}") from None
-
-
-def expectation(probs: Sequence[float]) -> float:
-    """r̂ = Σ p_j·w_j over the five ratings, probabilities in ascending order (Sec. 4.2.2)."""
-    if len(probs) != len(RATINGS):
-        raise ConfigError(f"expected {len(RATINGS)} probabilities, got {len(probs)}")
-    return float(sum(p * w for p, w in zip(probs, WEIGHTS, strict=True)))
 
 
 def score_to_mos(score: float) -> float:

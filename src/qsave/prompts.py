@@ -20,7 +20,6 @@ from enum import StrEnum
 from qsave.dimensions import RATINGS, Dimension
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-RATINGS_DESCENDING = ", ".join(reversed(RATINGS))  # "Excellent, Good, Fair, Poor, Bad"
 RATINGS_AS_LISTED = "[Bad, Poor, Fair, Good, Excellent]"  # the order the paper's prompt lists
 
 

@@ -1,154 +1,120 @@
-"""Typed per-video results and their JSONL / CSV files (DESIGN.md, Conventions).
+"""Scoring into a results file that a rerun resumes and repairs (``qsave score``, Ray).
 
-One JSONL line per video: ``id``, ``path``, ``content_hash``, ``prompt``, ``scores``
-(dimension → score record), ``error``, ``model``, ``settings``, ``video`` (its frame plan).
-Lines are written as they are done (flush + fsync), so a killed run loses at most the item in
-flight, and a rerun skips the videos already written, keyed by content hash, prompt, model and
-settings.
+Rows are appended as they are done (flushed and fsynced), so a killed run loses at most the
+videos in flight. A rerun:
 
->>> key_of({"content_hash": "sha256:ab", "prompt": "p", "model": {}, "settings": {}})[:7]
-'sha256:'
+* truncates a damaged last line (a write cut anywhere, also inside a multi-byte character);
+* reports each complete line that is not a valid row by its number, keeps it, and goes on;
+* skips every input whose resume key (content hash, id, prompt, model, settings) already has a
+  successful row, and scores the rest — inputs that failed before are tried again;
+* leaves exactly one row per input of the run: an input's older rows under the same id and
+  settings (an error row, or the row of a file that has changed since) are taken out of the
+  file; replaced successful rows are kept in ``<name>.replaced.jsonl``.
+
+What was repaired is in :attr:`FileRun.repairs`.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from qsave.dimensions import Dimension
-from qsave.model.load import ModelInfo
-from qsave.model.scorer import DimensionScore
-
-HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a video file
+from qsave.evaluator import Evaluator, ScoreItem
+from qsave.jsonl import JsonlWriter, drop_lines
+from qsave.scores import VideoResult, content_hash, read_results
+from qsave.sources import check_unique_ids
+from qsave.spec import parse_dimensions
 
 
 @dataclass
-class VideoResult:
-    """The result for one video: scores per dimension, or the error that stopped it."""
+class FileRun:
+    """What a run did to its results file."""
 
-    id: str
-    path: str | None
-    content_hash: str | None  # "sha256:<hex>" of the file's bytes
-    prompt: str | None
-    scores: dict[Dimension, DimensionScore] = field(default_factory=dict)
-    error: str | None = None
-    model: ModelInfo | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    video: dict[str, Any] | None = None  # the video's frame plan summary (slow/fast, tokens)
+    results: list[VideoResult] = field(default_factory=list)  # one per input, input order
+    written: int = 0  # rows scored and written now
+    skipped: int = 0  # inputs whose row was already there
+    replaced: int = 0  # older rows of this run's inputs taken out (errors, changed files)
+    repairs: list[str] = field(default_factory=list)  # what was wrong with the file
 
     @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_record(self) -> dict[str, Any]:
-        """The JSONL record (plain JSON values)."""
-        return {
-            "id": self.id,
-            "path": self.path,
-            "content_hash": self.content_hash,
-            "prompt": self.prompt,
-            "scores": {d.value: s.to_dict() for d, s in self.scores.items()},
-            "error": self.error,
-            "model": self.model.to_dict() if self.model else None,
-            "settings": self.settings,
-            "video": self.video,
-        }
-
-    @property
-    def key(self) -> str:
-        return key_of(self.to_record())
+    def failed(self) -> list[VideoResult]:
+        return [r for r in self.results if r.error is not None]
 
 
-def content_hash(path: str | os.PathLike) -> str:
-    """``sha256:<hex>`` of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
-
-
-def key_of(record: dict[str, Any]) -> str:
-    """The resume key of a record: what it scored (content, else path; and the input's id, so
-    two copies of one file each keep their row) and how (prompt, model, settings)."""
-    what = record.get("content_hash") or f"path:{record.get('path')}"
-    how = json.dumps(
-        [record.get("id"), record.get("prompt"), record.get("model"), record.get("settings")],
-        sort_keys=True,
-    )
-    return f"{what}|{hashlib.sha256(how.encode()).hexdigest()[:16]}"
-
-
-class JsonlWriter:
-    """Appends records, each flushed and fsynced before the next item starts."""
+class ResultsOutput:
+    """A results file opened for a resumable run: what is done, where new rows go."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_tail(self.path)
-        self._handle = self.path.open("a", encoding="utf-8")
+        self.writer = JsonlWriter(self.path)
+        read = read_results(self.path)
+        self.repairs = [f"{self.path}: {self.writer.repaired}"] if self.writer.repaired else []
+        self.repairs += [f"{self.path}:{n}: not a valid row, kept and skipped ({message})"
+                         for n, message in read.invalid]
+        self.rows = read.rows
+        self.done = {r.key: r for _, r in read.rows if r.ok}  # resume key → successful row
+        self.written: list[VideoResult] = []
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+    def write(self, result: VideoResult) -> None:
+        self.writer.write(result.to_record())
+        self.written.append(result)
 
-    def close(self) -> None:
-        self._handle.close()
-
-    def __enter__(self) -> JsonlWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def repair_tail(path: Path) -> None:
-    """Cut a partial last line (a write killed midway) so appended lines stay whole."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
-    with path.open("r+b") as handle:
-        handle.truncate(data.rfind(b"\n") + 1)
-
-
-def read_records(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """The whole lines of a results file (a partial last line is skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        return
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.endswith("\n") and line.strip():
-                yield json.loads(line)
+    def finish(self, results: Sequence[VideoResult], skipped: int) -> FileRun:
+        """Close the file and take out the older rows of this run's inputs."""
+        self.writer.close()
+        answers = {r.input_key: r for r in results}
+        kept = {id(r) for r in results}
+        old = [(n, r) for n, r in self.rows if r.input_key in answers and id(r) not in kept]
+        if old:
+            replaced = [r for _, r in old if r.ok]
+            if replaced:
+                with JsonlWriter(self.path.with_suffix(".replaced.jsonl")) as archive:
+                    for result in replaced:
+                        archive.write(result.to_record())
+            drop_lines(self.path, {n for n, _ in old})
+            self.repairs.append(f"{self.path}: replaced {len(old)} older row(s) of these inputs"
+                                + (f" (the successful ones kept in {self.path.stem}"
+                                   ".replaced.jsonl)" if replaced else ""))
+        return FileRun(list(results), len(self.written), skipped, len(old), self.repairs)
 
 
-def done_keys(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Resume keys of the records already written, mapped to their records."""
-    return {key_of(record): record for record in read_records(path)}
+def hash_items(items: Iterable[ScoreItem]) -> None:
+    """Fill in the content hash of every item that is a readable file (for the resume key)."""
+    for item in items:
+        if item.content_hash is None and item.path is not None and Path(item.path).is_file():
+            with suppress(OSError):  # unreadable: scoring records the error on its row
+                item.content_hash = content_hash(item.path)
 
 
-def write_csv(records: Iterable[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """One row per video: id, path, prompt, then score / mos / rating per dimension, error."""
-    records = list(records)
-    dims = [d.value for d in Dimension if any(d.value in r["scores"] for r in records)]
-    columns = ["id", "path", "prompt"]
-    columns += [f"{d}_{k}" for d in dims for k in ("score", "mos", "rating")] + ["error"]
-    path = Path(path)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for record in records:
-            row = {k: record.get(k) for k in ("id", "path", "prompt", "error")}
-            for d, score in record["scores"].items():
-                row.update({f"{d}_{k}": score[k] for k in ("score", "mos", "rating")})
-            writer.writerow(row)
-    return path
+def score_to_jsonl(
+    evaluator: Evaluator, items: Sequence[ScoreItem], out: str | os.PathLike, *,
+    dimensions: Iterable[str | Dimension] | None = None, explain: bool = False,
+    batch_size: int = 8, on_result: Callable[[VideoResult], None] | None = None,
+) -> FileRun:
+    """Score the inputs not yet in ``out``, append one row each, leave one row per input."""
+    check_unique_ids(list(items))
+    dims = parse_dimensions(dimensions if dimensions is not None else evaluator.spec.dimensions)
+    output = ResultsOutput(out)
+    hash_items(items)
+    answers: list[VideoResult | None] = []
+    for item in items:
+        answers.append(output.done.get(evaluator.shell(item, dims, explain).key))
+    todo = [item for item, answer in zip(items, answers, strict=True) if answer is None]
+    fresh = iter(evaluator.score_many(todo, dimensions=dims, explain=explain,
+                                      batch_size=batch_size,
+                                      on_result=_then(output.write, on_result)))
+    results = [answer if answer is not None else next(fresh) for answer in answers]
+    return output.finish(results, len(items) - len(todo))
+
+
+def _then(first: Callable, second: Callable | None) -> Callable:
+    def both(result: VideoResult) -> None:
+        first(result)
+        if second is not None:
+            second(result)
+
+    return both

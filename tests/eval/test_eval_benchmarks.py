@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from qsave.errors import AnnotationError, ConfigError
+from helpers import score_row
+from qsave.errors import AnnotationError, ConfigError, DuplicateIdError
 from qsave.eval import benchmarks
 from qsave.eval.benchmarks import Pair, Predictions, load_predictions, load_truth
 
@@ -134,27 +135,35 @@ def test_videoscore_bench_v2_json():
 
 
 def _line(video_id, visual=0.5, dynamic=0.5, alignment=0.5, error=None, path=None):
-    record = lambda s: {"score": s, "mos": 1 + 4 * s}  # noqa: E731
-    scores = {"visual": record(visual), "dynamic": record(dynamic), "alignment": record(alignment)}
-    line = {"id": video_id, "path": path, "prompt": "p", "scores": None if error else scores}
-    return json.dumps({**line, "error": error}) + "\n"
+    scores = {"visual": visual, "dynamic": dynamic, "alignment": alignment}
+    return json.dumps(score_row(video_id, scores, error, path)) + "\n"
 
 
-def test_predictions_errors_duplicates_and_bad_lines(tmp_path):
+def test_predictions_errors_and_bad_lines(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text(
         _line("a", visual=0.9)
         + _line("b", error="decode failed")
         + "{not json\n"
-        + _line("a")
         + json.dumps({"id": "c", "scores": {"visual": {"score": "x"}}})
         + "\n"
+        + _line("d")[:30]
     )
     predictions = load_predictions(path)
-    assert predictions.scores["a"]["visual"] == 0.5  # scored twice: the last line wins …
-    assert any("'a' scored more than once" in p for p in predictions.problems)  # … and is said
-    assert predictions.errors == {"b": "decode failed"}
-    assert predictions.lines == 5 and len(predictions.problems) == 3
+    assert predictions.scores["a"]["visual"] == 0.9
+    assert predictions.errors == {"b": "VideoError: decode failed"}
+    assert predictions.lines == 4 and len(predictions.problems) == 3
+    assert [p.split(":")[1] for p in predictions.problems] == ["3", "4", "5"]  # by line
+
+
+def test_an_id_scored_twice_is_refused(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text(_line("a", visual=0.9) + _line("b") + _line("a"))
+    with pytest.raises(DuplicateIdError, match=r"'a' \(lines 1, 3\)"):
+        load_predictions(path)
+    path.write_text(_line("a", visual=0.9) + _line("a", error="later failure"))
+    with pytest.raises(DuplicateIdError, match="'a'"):
+        load_predictions(path)
 
 
 def test_resumed_run_retry_replaces_the_error(tmp_path):
@@ -168,7 +177,7 @@ def test_resumed_run_retry_replaces_the_error(tmp_path):
 
 def test_mixed_models_in_one_file_is_a_problem(tmp_path):
     lines = [json.loads(_line("a")), json.loads(_line("b"))]
-    lines[0]["model"], lines[1]["model"] = {"name": "ckpt-1"}, {"name": "ckpt-2"}
+    lines[0]["model"], lines[1]["model"] = {"id": "ckpt-1"}, {"id": "ckpt-2"}
     path = tmp_path / "out.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert "2 different model/settings" in load_predictions(path).problems[0]

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from helpers import score_row
 from qsave.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -12,13 +13,10 @@ def _predictions(path: Path, ids: list[str], error_id: str | None = None) -> Pat
     lines = []
     for k, video_id in enumerate(ids):
         if video_id == error_id:
-            lines.append({"id": video_id, "error": "decode failed"})
+            lines.append(score_row(video_id, error="decode failed"))
             continue
         score = 0.2 + 0.15 * k
-        scores = {
-            d: {"score": score, "mos": 1 + 4 * score} for d in ("visual", "dynamic", "alignment")
-        }
-        lines.append({"id": video_id, "scores": scores, "error": None})
+        lines.append(score_row(video_id, {d: score for d in ("visual", "dynamic", "alignment")}))
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from helpers import score_row
 from qsave.errors import AnnotationError, ConfigError
 from qsave.eval.benchmarks import load_predictions, load_truth
 from qsave.eval.report import EvalConfig, evaluate, render_html, report_to_json
@@ -18,21 +19,17 @@ FAST = EvalConfig(n_resamples=100)
 GENERATORS = ["g1"] * 5 + ["g2"] * 2 + ["g3"] * 3 + ["g4"] * 2  # unequal group sizes
 
 
-def _record(score):
-    return {"score": score, "mos": 1 + 4 * score, "probs": [0.2] * 5, "rating": "Fair"}
-
-
 def _write_predictions(path, rows, extra_lines=""):
-    """rows: id → (visual, dynamic, alignment) r̂, or an error string."""
+    """rows: id → (visual, dynamic, alignment) r̂ (NaN: that dimension missing), or an error."""
     lines = []
     for video_id, value in rows.items():
+        where = f"clips/{video_id}.mp4"
         if isinstance(value, str):
-            lines.append({"id": video_id, "path": f"clips/{video_id}.mp4", "error": value})
+            lines.append(score_row(video_id, error=value, path=where))
             continue
-        scores = dict(zip(("visual", "dynamic", "alignment"), map(_record, value), strict=True))
-        lines.append(
-            {"id": video_id, "path": f"clips/{video_id}.mp4", "scores": scores, "error": None}
-        )
+        scores = {d: v for d, v in zip(("visual", "dynamic", "alignment"), value, strict=True)
+                  if v == v}
+        lines.append(score_row(video_id, scores, path=where))
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + extra_lines)
     return path
 

@@ -8,15 +8,9 @@ from transformers import PreTrainedTokenizerFast
 from qsave.dimensions import RATINGS
 from qsave.errors import ConfigError, ModelError
 from qsave.model import load as load_module
-from qsave.model.load import (
-    TINY_RANDOM_ID,
-    LoadConfig,
-    load,
-    rating_token_ids,
-    resolve_dtype,
-    tiny_checkpoint_dir,
-)
+from qsave.model.load import _DTYPES, TINY_RANDOM_ID, load, rating_token_ids, resolve_dtype
 from qsave.prompts import AnswerFormat
+from qsave.spec import DTYPES, TINY, ScorerSpec, checkpoint_dir
 
 
 def splitting_tokenizer() -> PreTrainedTokenizerFast:
@@ -50,46 +44,46 @@ def test_a_rating_word_that_splits_fails_clearly(fmt):
 
 def test_load_tiny_records_model_and_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("QSAVE_CACHE", str(tmp_path))  # no cached demo checkpoint
-    assert tiny_checkpoint_dir() is None
-    loaded = load(LoadConfig("tiny", device="cpu"))
+    assert checkpoint_dir(TINY) is None
+    loaded = load(ScorerSpec(TINY, device="cpu"))
     assert loaded.info.id == TINY_RANDOM_ID
     assert (loaded.info.dtype, loaded.info.device) == ("float32", "cpu")
-    assert loaded.info.answer_format == "rating-first"
     assert loaded.processor.tokenizer.padding_side == "left"
     assert loaded.rating_ids == rating_token_ids(loaded.processor.tokenizer, "rating-first")
 
 
 def test_load_directory_and_cached_tiny_checkpoint(tiny, tiny_dir, monkeypatch, tmp_path):
-    loaded = load(LoadConfig(str(tiny_dir), dtype="float32", answer_format="think-first"))
+    loaded = load(ScorerSpec(str(tiny_dir), dtype="float32", answer_format="think-first"))
     assert loaded.info.id == str(tiny_dir.resolve())
     for name, param in tiny.model.state_dict().items():
         assert torch.equal(param, loaded.model.state_dict()[name]), name
     (tmp_path / "tiny-demo").symlink_to(tiny_dir, target_is_directory=True)
     monkeypatch.setenv("QSAVE_CACHE", str(tmp_path))
-    assert tiny_checkpoint_dir() == tmp_path / "tiny-demo"
-    assert load(LoadConfig("tiny")).info.id == str(tmp_path / "tiny-demo")
+    assert checkpoint_dir(TINY) == tmp_path / "tiny-demo"
+    assert load(ScorerSpec(TINY)).info.id == str(tmp_path / "tiny-demo")
 
 
 def test_missing_checkpoint_and_bad_dtype_raise(tmp_path):
     with pytest.raises(ModelError, match="cannot load checkpoint"):
-        load(LoadConfig(str(tmp_path / "nothing-here")))
+        load(ScorerSpec(str(tmp_path / "nothing-here")))
     with pytest.raises(ConfigError, match="dtype 'float8'"):
-        LoadConfig(dtype="float8")
+        ScorerSpec(dtype="float8")
+    assert set(DTYPES) == set(_DTYPES)  # the spec's names are the ones load() maps
     assert resolve_dtype(None, torch.device("cpu")) == torch.float32
     assert resolve_dtype(None, torch.device("cuda")) == torch.bfloat16
 
 
 def test_lora_adapter_is_merged_into_its_base(tiny_dir, tmp_path):
     peft = pytest.importorskip("peft")
-    base = load(LoadConfig(str(tiny_dir))).model
+    base = load(ScorerSpec(str(tiny_dir))).model
     lora = peft.get_peft_model(
         base, peft.LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)
     )
     lora.save_pretrained(tmp_path / "adapter")
     expected = lora.merge_and_unload().state_dict()
-    loaded = load(LoadConfig(str(tiny_dir), adapter=str(tmp_path / "adapter")))
+    loaded = load(ScorerSpec(str(tiny_dir), adapter=str(tmp_path / "adapter")))
     assert loaded.info.adapter == str(tmp_path / "adapter")
-    fresh = load_module.load(LoadConfig(str(tiny_dir))).model.state_dict()
+    fresh = load_module.load(ScorerSpec(str(tiny_dir))).model.state_dict()
     changed = [n for n, p in loaded.model.state_dict().items() if not torch.equal(p, fresh[n])]
     assert changed and all("q_proj" in n for n in changed)
     for name in changed:

@@ -1,18 +1,8 @@
-"""Fixtures of the serve tests: an evaluator on the session's tiny model, a few short clips."""
+"""Fixtures of the serve tests: a few short clips (the evaluator is tests/conftest.py's)."""
 
 import pytest
 
 from qsave.data.synthetic import SynthConfig, write_corpus
-from qsave.evaluator import Evaluator
-from qsave.model.load import LoadedModel, ModelInfo, rating_token_ids
-
-
-@pytest.fixture(scope="session")
-def tiny_evaluator(tiny):
-    """An Evaluator on the session's tiny model (the random tiny model, seed 0)."""
-    info = ModelInfo("qsave/tiny-random-seed0", None, "float32", "cpu")
-    ids = rating_token_ids(tiny.processor.tokenizer, "rating-first")
-    return Evaluator(LoadedModel(tiny.model, tiny.processor, ids, info))
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,7 @@ import pytest
 
 from qsave.dimensions import Dimension
 from qsave.errors import ConfigError
-from qsave.model.scorer import DimensionScore
-from qsave.results import VideoResult
+from qsave.scores import DimensionScore, ItemError, VideoResult
 from qsave.serve.reward import (
     CollapseConfig,
     CollapseMonitor,
@@ -41,7 +40,7 @@ def test_batch_stats_match_numpy():
     values = rng.random((7, 3))
     items = [RewardItem(0.0, dict(zip(("visual", "dynamic", "alignment"), row, strict=True)))
              for row in values]
-    items.append(RewardItem(0.0, {}, "VideoError: broken"))
+    items.append(RewardItem(0.0, {}, ItemError("VideoError", "broken")))
     stats = batch_stats(items)
     for column, name in enumerate(("visual", "dynamic", "alignment")):
         assert stats[name].mean == pytest.approx(values[:, column].mean())
@@ -76,8 +75,6 @@ def test_monitor_warns_when_a_dimension_stops_ranking():
 
 class ScriptedEvaluator:
     """Gives each call's videos the next scripted scores (a stand-in for a drifting policy)."""
-
-    video_config = None
 
     def __init__(self, script):
         self.script = iter(script)
@@ -121,7 +118,7 @@ def test_reward_on_the_tiny_model_with_paths_bytes_and_a_corrupt_video(tiny_eval
     rewards = model(inputs, prompts)
     assert rewards[0] == pytest.approx(rewards[1], abs=1e-6)  # bytes decode like the file
     assert rewards[2] == rewards[3] == -1.0
-    assert model.last[2].error.startswith("VideoError") and model.last[3].error
+    assert model.last[2].error.type == model.last[3].error.type == "VideoError"
     direct = tiny_evaluator.score(other, other_prompt)
     assert rewards[4] == pytest.approx(sum(s.score for s in direct.scores.values()) / 3,
                                        abs=1e-4)

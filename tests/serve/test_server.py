@@ -7,11 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from harness import RunningServer
 
 from qsave.errors import ConfigError
 from qsave.serve.server import (
     RewardClient,
-    RunningServer,
     ServeConfig,
     create_app,
     resolve_inside,
@@ -84,8 +84,8 @@ def test_score_by_path_inside_the_root(client, clips):
     assert response.status_code == 200, response.text
     assert response.json()["error"] is None and response.json()["id"] == videos[1][0].stem
     missing = client.post("/score", data={"path": "missing.mp4"}, headers=AUTH)
-    assert missing.status_code == 200 and missing.json()["error"].startswith("VideoError")
-    assert str(clips[0]) not in missing.json()["error"]
+    assert missing.status_code == 200 and missing.json()["error"]["type"] == "VideoError"
+    assert str(clips[0]) not in missing.json()["error"]["message"]
 
 
 def test_path_traversal_is_refused(client, clips, tmp_path):
@@ -134,12 +134,12 @@ def test_corrupt_video_is_a_per_item_error(client, clips):
     corrupt = root / "clips" / "corrupt.mp4"
     response = client.post("/score", files=upload(corrupt), headers=AUTH)
     assert response.status_code == 200
-    assert response.json()["error"].startswith("VideoError") and response.json()["scores"] == {}
+    assert response.json()["error"]["type"] == "VideoError" and response.json()["scores"] == {}
     files = [("videos", (p.name, p.read_bytes())) for p in (videos[0][0], corrupt, videos[2][0])]
     data = {"prompts": [videos[0][1], "anything", videos[2][1]]}
     body = client.post("/reward", files=files, data=data, headers=AUTH).json()
     assert len(body["rewards"]) == 3 and body["rewards"][1] == 0.0
-    assert body["items"][1]["error"].startswith("VideoError")
+    assert body["items"][1]["error"]["type"] == "VideoError"
     for item in (body["items"][0], body["items"][2]):
         assert item["error"] is None and set(item["scores"]) == {"visual", "dynamic", "alignment"}
         assert item["reward"] == pytest.approx(sum(item["scores"].values()) / 3)

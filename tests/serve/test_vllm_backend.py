@@ -10,19 +10,20 @@ import torch
 from transformers.video_utils import VideoMetadata
 
 from qsave.dimensions import DIMENSIONS
-from qsave.errors import ModelError
-from qsave.evaluator import ScoreItem
+from qsave.errors import ConfigError, ModelError
+from qsave.evaluator import Evaluator, ScoreItem
 from qsave.model import scorer
-from qsave.prompts import AnswerFormat
-from qsave.results import content_hash
-from qsave.serve.vllm_backend import (
+from qsave.model.vllm import (
     PROCESSOR_KWARGS,
-    VllmScorer,
+    VllmBackend,
     build_requests,
     rating_logprobs,
     sampling_kwargs,
     scores_from_outputs,
 )
+from qsave.prompts import AnswerFormat
+from qsave.scores import content_hash
+from qsave.spec import ScorerSpec
 from qsave.video.inputs import VideoConfig, prepare_video
 
 FMT = AnswerFormat.RATING_FIRST
@@ -70,7 +71,7 @@ def test_requests_carry_the_scorer_prompt_and_the_prepared_video(tiny, tiny_eval
     _, prompt, video, digest = prepared
     requests = build_requests(tiny.processor, video, digest, prompt, DIMENSIONS, FMT)
     assert len(requests) == 3
-    reference = scorer.encode_independent(tiny_evaluator.setup,
+    reference = scorer.encode_independent(tiny_evaluator.backend.setup,
                                           [scorer.VideoPrompt(video, prompt)], DIMENSIONS)
     ids, mask = reference.batch["input_ids"], reference.batch["attention_mask"]
     for row, request in enumerate(requests):
@@ -108,10 +109,10 @@ def test_scores_from_rating_logprobs_match_the_transformers_scorer(tiny, tiny_ev
                                                                    prepared):
     _, prompt, video, digest = prepared
     requests = build_requests(tiny.processor, video, digest, prompt, DIMENSIONS, FMT)
-    ids = tiny_evaluator.setup.rating_ids
+    ids = tiny_evaluator.backend.setup.rating_ids
     outputs = FakeLLM(tiny).generate(requests, sampling_kwargs(ids))
     [mine] = scores_from_outputs(outputs, ids, DIMENSIONS)
-    [reference] = scorer.score_independent(tiny_evaluator.setup,
+    [reference] = scorer.score_independent(tiny_evaluator.backend.setup,
                                            [scorer.VideoPrompt(video, prompt)], DIMENSIONS)
     for dimension in DIMENSIONS:
         assert mine[dimension].score == pytest.approx(reference[dimension].score, abs=1e-5)
@@ -129,19 +130,23 @@ def test_missing_logprobs_are_a_clear_error():
         rating_logprobs(partial, (1, 2, 3, 4, 5))
 
 
-def test_vllm_scorer_batches_requests_and_records_per_item_errors(tiny, tiny_evaluator, clips):
+def test_the_pipeline_on_vllm_batches_requests_and_records_per_item_errors(tiny, tiny_evaluator,
+                                                                            clips):
     root, videos = clips
     llm = FakeLLM(tiny)
-    vllm_scorer = VllmScorer(llm, tiny.processor, tiny_evaluator.setup.rating_ids,
-                             tiny_evaluator.info, VideoConfig(), FMT, sampling_params=dict)
+    backend = VllmBackend(llm, tiny.processor, tiny_evaluator.backend.setup.rating_ids,
+                          tiny_evaluator.info, ScorerSpec(backend="vllm"), sampling_params=dict)
+    evaluator = Evaluator(backend)
     items = [ScoreItem(str(videos[1][0]), videos[1][1]),
              ScoreItem(str(root / "clips" / "corrupt.mp4"), "x")]
-    results = list(vllm_scorer.score_many(items, dimensions=["visual", "alignment"]))
+    results = list(evaluator.score_many(items, dimensions=["visual", "alignment"]))
     assert llm.calls[0][0] == 2  # one generate call: two dimensions of the one good video
-    assert results[1].error.startswith("VideoError") and not results[1].scores
+    assert results[1].error.type == "VideoError" and not results[1].scores
     assert results[0].settings["backend"] == "vllm" and results[0].content_hash
     direct = tiny_evaluator.score(videos[1][0], videos[1][1], dimensions=["visual", "alignment"])
     for dimension, score in direct.scores.items():
         assert results[0].scores[dimension].score == pytest.approx(score.score, abs=1e-4)
-    with pytest.raises(Exception, match="rationale"):
-        list(vllm_scorer.score_many(items, explain=True))
+    with pytest.raises(ConfigError, match="rationale"):
+        list(evaluator.score_many(items, explain=True))
+    in_memory = evaluator.score_many([ScoreItem(prepare_video(videos[1][0]), "p")])
+    assert next(in_memory).error.type == "ModelError"  # vLLM keys videos by their bytes' hash

@@ -9,6 +9,7 @@ import pytest
 from qsave.data.records import load_records
 from qsave.errors import ConfigError
 from qsave.prompts import AnswerFormat, parse_answer
+from qsave.spec import resolve_spec
 from qsave.train.config import CooloffConfig, TrainConfig, load_train_config
 from qsave.train.cooloff import cooloff_records, reformat, select_rollouts
 from qsave.train.grpo import Rollout
@@ -103,6 +104,7 @@ def test_cooloff_stage_runs_on_the_correct_rollouts_and_is_skipped_when_done(
     lines = []
     final = run_stage(config, "cooloff", log=lines.append)
     assert (final / "config.json").is_file() and stage_done(config.output_dir, "cooloff") == final
+    assert resolve_spec(str(final))[0].answer_format.value == "rating-first"  # the cool-off
     made = load_records(stage_dir(config.output_dir, "cooloff") / "records.jsonl").records
     assert [r.target for r in made] == [f"{r.rating}<think>Judged.</think>" for r in records]
     assert "cooloff: 2 records from 3 rollouts" in lines

@@ -4,7 +4,7 @@ features carry gradients to the vision tower, and the report caches by config.""
 import copy
 import json
 
-from qsave.train.demo_recipe import (
+from qsave.demo_recipe import (
     REPORT,
     DemoConfig,
     DemoReport,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from qsave.errors import ConfigError
+from qsave.spec import resolve_spec
 from qsave.train.config import GRPOConfig, ModelConfig, OptimConfig
 from qsave.train.grpo import (
     completion_mask,
@@ -61,6 +62,8 @@ def test_one_step_on_the_tiny_model_then_resume(tmp_path, corpus_records):
                         save_steps=1, kl_beta=0.1, optim=OptimConfig(learning_rate=1e-2))
     lines = []
     final = train_grpo(config, ModelConfig(seed=0), tmp_path, records=records, log=lines.append)
+    spec, _ = resolve_spec(str(final))
+    assert (spec.answer_format.value, spec.max_new_tokens) == ("think-first", 4)
     rollouts = load_rollouts(tmp_path / "rollouts.jsonl")
     assert len(rollouts) == 2 and {r.step for r in rollouts} == {0}
     assert all(r.reward == r.accuracy + 0.5 * r.format for r in rollouts)

@@ -11,15 +11,17 @@ from qsave.dimensions import RATINGS, WEIGHTS
 from qsave.errors import AnnotationError
 from qsave.model.load import rating_token_ids
 from qsave.prompts import AnswerFormat
+from qsave.spec import resolve_spec
+from qsave.train.common import VideoCache
 from qsave.train.config import ModelConfig, OptimConfig, SFTConfig
 from qsave.train.sft import (
     IGNORE,
     SFTCollator,
-    VideoCache,
     sft_forward,
     sft_loss_from_logits,
     train_sft,
 )
+from qsave.video.inputs import VideoConfig
 
 
 def test_loss_equals_a_hand_computation():
@@ -95,7 +97,7 @@ def test_gradients_reach_the_vision_tower(tiny, collator, corpus_records):
 
 
 def test_lora_gradients_reach_the_adapters(tiny, collator, corpus_records):
-    from qsave.train.sft import _with_lora
+    from qsave.train.common import _with_lora
 
     model = _with_lora(copy.deepcopy(tiny.model).train(), ModelConfig(lora=True, lora_r=2))
     loss, _ = sft_forward(model, collator(corpus_records["train"][:1]), collator.rating_ids)
@@ -108,9 +110,14 @@ def test_lora_gradients_reach_the_adapters(tiny, collator, corpus_records):
 def test_one_trainer_step_then_resume(tmp_path, corpus_records):
     records = corpus_records["train"][:2]
     config = SFTConfig(max_steps=1, batch_size=2, save_steps=1, logging_steps=1,
-                       optim=OptimConfig(learning_rate=1e-3))
+                       optim=OptimConfig(learning_rate=1e-3),
+                       video={"mode": "uniform", "uniform_fps": 8.0})
     model_config = ModelConfig(seed=0)
     final = train_sft(config, model_config, tmp_path, records=records)
+    spec, source = resolve_spec(str(final))  # the checkpoint carries its training frames
+    assert source == final.resolve() / "qsave_scorer.json"
+    assert spec.video == VideoConfig(mode="uniform", uniform_fps=8.0)
+    assert spec.answer_format is AnswerFormat.THINK_FIRST
     from transformers import Qwen3VLForConditionalGeneration
 
     from qsave.model.tiny import build_tiny

@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+from plans import plan_slowfast, plan_uniform, thumbnails
 from videoclips import stripes
 
 from qsave.errors import ConfigError
@@ -22,13 +23,10 @@ from qsave.video.slowfast import (
     label_thumbnails,
     make_plan,
     plan_cost,
-    plan_slowfast,
-    plan_uniform,
     register_mode,
     rgb_to_hsv,
     runs_of,
     thumbnail_size,
-    thumbnails,
     tokens_of,
 )
 

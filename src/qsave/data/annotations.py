@@ -32,6 +32,7 @@ from scipy import stats
 
 from qsave.dimensions import DIMENSIONS, MOS_MAX, MOS_MIN
 from qsave.errors import AnnotationError, ConfigError
+from qsave.jsonl import read_jsonl
 
 OVERALL = "overall"  # the fourth rated dimension, kept for analysis only (Sec. 3.3, App. D.2)
 LEARNED_DIMENSIONS: tuple[str, ...] = tuple(d.value for d in DIMENSIONS)
@@ -185,21 +186,11 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     """JSON lines; every malformed line is listed by its line number."""
-    rows, bad = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            bad.append(f"line {number}: {error.msg}")
-            continue
-        if not isinstance(row, dict):
-            bad.append(f"line {number}: not a JSON object")
-            continue
-        rows.append(row)
+    read = read_jsonl(path)
+    bad = read.problems()
     if bad:
         raise AnnotationError(f"malformed JSON lines in {path}:\n  " + "\n  ".join(bad))
+    rows = [row for _, row in read.rows]
     return pd.DataFrame(rows)
 
 

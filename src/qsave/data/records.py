@@ -21,7 +21,6 @@ physical plausibility show no noticeable defects.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ import pandas as pd
 from qsave.data.annotations import LEARNED_DIMENSIONS, Problem
 from qsave.dimensions import MOS_MAX, MOS_MIN, RATINGS, Dimension, mos_to_rating, mos_to_score
 from qsave.errors import AnnotationError
+from qsave.jsonl import read_jsonl, write_jsonl
 from qsave.prompts import (
     AnswerFormat,
     dimension_question,
@@ -227,13 +227,13 @@ def write_records(records: list[TrainingRecord], path: str | Path,
     """Write JSONL; with ``relative_paths`` video paths are stored relative to the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-        for record in records:
-            row = asdict(record)
-            if relative_paths and Path(record.video).is_absolute():
-                row = _with_video(row, os.path.relpath(record.video, path.parent.resolve()))
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
+    rows = []
+    for record in records:
+        row = asdict(record)
+        if relative_paths and Path(record.video).is_absolute():
+            row = _with_video(row, os.path.relpath(record.video, path.parent.resolve()))
+        rows.append(row)
+    return write_jsonl(path, rows)
 
 
 def _with_video(row: dict, video: str) -> dict:
@@ -337,29 +337,25 @@ def load_records(path: str | Path, lenient: bool = False,
     line with its number. Lenient: the good records plus the errors.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise AnnotationError(f"cannot read records {path}: {error}") from error
-    records, errors = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        record, problems = _parse_line(line, path.parent, check_files)
+    if not path.is_file():
+        raise AnnotationError(f"cannot read records {path}: no such file")
+    read = read_jsonl(path)
+    records, errors = [], list(read.bad)
+    if read.tail is not None:
+        errors.append((read.tail.line, "cut off (no newline, not a complete JSON object)"))
+    for number, row in read.rows:
+        record, problems = _parse_row(row, path.parent, check_files)
         errors += [(number, p) for p in problems]
         if record is not None:
             records.append(record)
+    errors.sort()
     if errors and not lenient:
         listing = "\n".join(f"  line {n}: {m}" for n, m in errors)
         raise AnnotationError(f"{len(errors)} problem(s) in records {path}:\n{listing}")
     return LoadedRecords(records, errors)
 
 
-def _parse_line(line: str, base: Path, check_files: bool) -> tuple[TrainingRecord | None, list]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        return None, [f"invalid JSON: {error.msg} (column {error.colno})"]
+def _parse_row(row: dict, base: Path, check_files: bool) -> tuple[TrainingRecord | None, list]:
     problems = validate_record(row)
     if problems:
         return None, problems

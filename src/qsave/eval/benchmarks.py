@@ -48,8 +48,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from qsave.dimensions import DIMENSIONS, MOS_MAX, MOS_MIN
-from qsave.errors import AnnotationError, ConfigError
+from qsave.errors import AnnotationError, ConfigError, DuplicateIdError
+from qsave.jsonl import read_jsonl
 from qsave.registry import Registry
+from qsave.scores import VideoResult, read_results
 
 OVERALL = "overall"
 DIMENSION_NAMES: tuple[str, ...] = (*(d.value for d in DIMENSIONS), OVERALL)
@@ -144,17 +146,13 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """JSONL rows; an unparsable line is yielded as its error message."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield number, f"not JSON ({error.msg})"
-                continue
-            yield number, row if isinstance(row, dict) else f"not a JSON object: {line[:60]!r}"
+    """JSONL rows (:func:`qsave.jsonl.read_jsonl`); a line that is not a row is yielded as its
+    error message."""
+    read = read_jsonl(path)
+    lines: list[tuple[int, dict[str, Any] | str]] = [*read.rows, *read.bad]
+    if read.tail is not None:
+        lines.append((read.tail.line, "cut off (no newline, not a complete JSON object)"))
+    yield from sorted(lines, key=lambda line: line[0])
 
 
 def _json_rows(path: Path) -> list[dict[str, Any]]:
@@ -471,25 +469,34 @@ class Predictions:
 
 
 def load_predictions(path: str | Path) -> Predictions:
-    """Read the JSONL written by ``qsave score``; a line with ``error`` set counts as missing.
+    """Read the JSONL written by ``qsave score`` (through :func:`qsave.scores.read_results`);
+    a row with ``error`` set counts as missing.
 
-    The file is appended to by resumed runs, so for an id seen twice the last line wins: after
-    an error line that is a retry (counted); after a successful line it is a problem. Lines
-    from more than one model or settings in one file are a problem too.
+    A resumed run may leave an error row before the row that replaced it: that is a retry
+    (counted). Two scored rows for one id, or an error after a scored row, is ambiguous and
+    raises :class:`DuplicateIdError` naming the ids. Lines that are not rows, and rows from more
+    than one model or settings, are problems.
     """
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"prediction file not found: {path}")
-    predictions = Predictions()
-    for number, row in _jsonl_rows(path):
-        predictions.lines += 1
-        if isinstance(row, str):
-            predictions.problems.append(f"{path.name} line {number}: {row}")
-            continue
-        try:
-            _add_prediction(predictions, row)
-        except AnnotationError as error:
-            predictions.problems.append(f"{path.name} line {number}: {error}")
+    read = read_results(path)
+    predictions = Predictions(lines=len(read.rows) + len(read.invalid),
+                              problems=read.problems(path.name))
+    by_id: dict[str, list[tuple[int, VideoResult]]] = defaultdict(list)
+    for number, result in read.rows:
+        by_id[result.id].append((number, result))
+    clashes = [f"{video_id!r} (lines {', '.join(str(n) for n, _ in rows)})"
+               for video_id, rows in by_id.items()
+               if sum(r.ok for _, r in rows) > 1 or (not rows[-1][1].ok and any(
+                   r.ok for _, r in rows))]
+    if clashes:
+        raise DuplicateIdError(f"{path.name}: {len(clashes)} id(s) have more than one scored "
+                               f"row, so their score is ambiguous: {', '.join(clashes[:10])}"
+                               + (" …" if len(clashes) > 10 else ""))
+    for rows in by_id.values():
+        predictions.retried += len(rows) > 1
+        _add_prediction(predictions, rows[-1][1])
     if len(predictions.models) > 1:
         predictions.problems.append(
             f"{path.name} mixes {len(predictions.models)} different model/settings combinations"
@@ -499,43 +506,16 @@ def load_predictions(path: str | Path) -> Predictions:
     return predictions
 
 
-def _add_prediction(predictions: Predictions, row: dict[str, Any]) -> None:
-    """One video's line: its id, path, and the score r̂ of each dimension present."""
-    video_id = _required(row, "id", "path")
-    scores = row.get("scores")
-    if not row.get("error") and not isinstance(scores, dict):
-        raise AnnotationError(f"id {video_id!r} has neither scores nor an error")
-    values = {} if row.get("error") else _scores_of(scores)  # type: ignore[arg-type]
-    if video_id in predictions.errors:
-        predictions.retried += 1
-        del predictions.errors[video_id]
-    elif video_id in predictions.scores:
-        predictions.problems.append(f"id {video_id!r} scored more than once; last line used")
-        del predictions.scores[video_id]
-    if row.get("path"):
-        predictions.paths[video_id] = str(row["path"])
-    if row.get("model") is not None or row.get("settings") is not None:
-        predictions.models.add(json.dumps([row.get("model"), row.get("settings")], sort_keys=True))
-    if row.get("error"):
-        predictions.errors[video_id] = str(row["error"])
+def _add_prediction(predictions: Predictions, result: VideoResult) -> None:
+    """One video's row: its id, path, and the score r̂ of each dimension, or its error."""
+    if result.path:
+        predictions.paths[result.id] = result.path
+    if result.model is not None or result.settings:
+        predictions.models.add(json.dumps([result.model, result.settings], sort_keys=True))
+    if result.error is not None:
+        predictions.errors[result.id] = str(result.error)
     else:
-        predictions.scores[video_id] = values
-
-
-def _scores_of(scores: dict[str, Any]) -> dict[str, float]:
-    """r̂ per known dimension of a ``scores`` object."""
-    return {
-        name: _score(record, name) for name, record in scores.items() if name in DIMENSION_NAMES
-    }
-
-
-def _score(record: Any, name: str) -> float:
-    """The r̂ of one dimension record (NaN stays NaN and is counted missing later)."""
-    value = record.get("score") if isinstance(record, dict) else record
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise AnnotationError(f"{name} score is not a number: {value!r}") from None
+        predictions.scores[result.id] = {d.value: s.score for d, s in result.scores.items()}
 
 
 # --- matching predictions to truth --------------------------------------------------------------

@@ -11,19 +11,19 @@ embedded offline tiny Qwen3-VL (the demo's trained checkpoint when one is cached
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from qsave.dimensions import RATINGS
-from qsave.errors import ConfigError, ModelError
+from qsave.errors import ModelError
 from qsave.prompts import THINK_CLOSE, AnswerFormat
+from qsave.scores import ModelInfo
+from qsave.spec import TINY, ScorerSpec, checkpoint_dir
 
-TINY = "tiny"  # the model name that selects the embedded tiny Qwen3-VL
-TINY_RANDOM_ID = "qsave/tiny-random-seed0"  # what records say when the random tiny model scored
+TINY_RANDOM_ID = "qsave/tiny-random-seed0"  # what rows say when the random tiny model scored
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 # The text right before the rating word, per answer format: the assistant turn's start for
@@ -32,39 +32,6 @@ RATING_CONTEXT = {
     AnswerFormat.RATING_FIRST: "<|im_start|>assistant\n",
     AnswerFormat.THINK_FIRST: THINK_CLOSE,
 }
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    """How to load an evaluator; the CLI's ``--model/--revision/--adapter/...`` mirror it."""
-
-    model: str = TINY  # hub id, local directory, or "tiny"
-    revision: str | None = None  # hub revision (branch, tag or commit); None: the default
-    adapter: str | None = None  # a LoRA adapter (directory or hub id) applied to `model`
-    device: str | None = None  # None: cuda when available, else cpu
-    dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu
-    answer_format: AnswerFormat = AnswerFormat.RATING_FIRST  # where the rating is read
-    attn_implementation: str = "sdpa"  # transformers attention backend
-
-    def __post_init__(self) -> None:
-        if self.dtype is not None and self.dtype not in _DTYPES:
-            raise ConfigError(f"dtype {self.dtype!r} is not one of {sorted(_DTYPES)}")
-        object.__setattr__(self, "answer_format", AnswerFormat(self.answer_format))
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What every output record says about the model that scored it."""
-
-    id: str  # hub id, absolute directory, or the tiny model's id
-    revision: str | None  # commit hash when known
-    dtype: str
-    device: str
-    adapter: str | None = None
-    answer_format: str = AnswerFormat.RATING_FIRST.value
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -91,18 +58,6 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def tiny_demo_dir() -> Path:
-    """Where ``qsave demo --train`` saves its checkpoint: ``$QSAVE_CACHE`` (default
-    ``~/.cache/qsave``) / ``tiny-demo``."""
-    return Path(os.environ.get("QSAVE_CACHE", Path.home() / ".cache" / "qsave")) / "tiny-demo"
-
-
-def tiny_checkpoint_dir() -> Path | None:
-    """The demo's trained tiny checkpoint when one is cached, else None."""
-    directory = tiny_demo_dir()
-    return directory if (directory / "config.json").is_file() else None
-
-
 def rating_token_ids(tokenizer: Any, fmt: AnswerFormat) -> tuple[int, ...]:
     """The five rating tokens, ascending, each checked to be one token where it is read.
 
@@ -127,26 +82,20 @@ def rating_token_ids(tokenizer: Any, fmt: AnswerFormat) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def load(config: LoadConfig) -> LoadedModel:
+def load(spec: ScorerSpec) -> LoadedModel:
     """Load model and processor, put them on the device and dtype, verify the rating tokens."""
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    model, processor, model_id, revision = _load_weights(config, dtype)
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    model, processor, model_id, revision = _load_weights(spec, dtype)
     model = model.to(device=device, dtype=dtype).eval()
     processor.tokenizer.padding_side = "left"
-    ids = rating_token_ids(processor.tokenizer, config.answer_format)
-    info = ModelInfo(
-        id=model_id,
-        revision=revision,
-        dtype=str(dtype).removeprefix("torch."),
-        device=str(device),
-        adapter=config.adapter,
-        answer_format=config.answer_format.value,
-    )
+    ids = rating_token_ids(processor.tokenizer, spec.answer_format)
+    info = ModelInfo(id=model_id, revision=revision, dtype=str(dtype).removeprefix("torch."),
+                     device=str(device), adapter=spec.adapter)
     return LoadedModel(model, processor, ids, info)
 
 
-def _load_weights(config: LoadConfig, dtype: torch.dtype) -> tuple[Any, Any, str, str | None]:
+def _load_weights(config: ScorerSpec, dtype: torch.dtype) -> tuple[Any, Any, str, str | None]:
     """(model, processor, id, revision) for the tiny model, a directory or a hub id."""
     if config.model == TINY:
         model, processor, model_id = _load_tiny(dtype, config)
@@ -163,9 +112,9 @@ def _load_weights(config: LoadConfig, dtype: torch.dtype) -> tuple[Any, Any, str
     return model, processor, model_id, revision
 
 
-def _load_tiny(dtype: torch.dtype, config: LoadConfig) -> tuple[Any, Any, str]:
+def _load_tiny(dtype: torch.dtype, config: ScorerSpec) -> tuple[Any, Any, str]:
     """The demo's cached trained tiny checkpoint, else the random tiny model (seed 0)."""
-    cached = tiny_checkpoint_dir()
+    cached = checkpoint_dir(TINY)
     if cached is not None:
         return (*_from_pretrained(str(cached), None, dtype, config), str(cached))
     from qsave.model.tiny import build_tiny
@@ -174,7 +123,7 @@ def _load_tiny(dtype: torch.dtype, config: LoadConfig) -> tuple[Any, Any, str]:
     return tiny.model, tiny.processor, TINY_RANDOM_ID
 
 
-def _from_pretrained(source: str, revision: str | None, dtype: torch.dtype, config: LoadConfig):
+def _from_pretrained(source: str, revision: str | None, dtype: torch.dtype, config: ScorerSpec):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     try:

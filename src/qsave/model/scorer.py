@@ -29,29 +29,11 @@ from transformers import DynamicCache
 from qsave.dimensions import RATINGS, WEIGHTS, Dimension, score_to_mos
 from qsave.errors import ModelError
 from qsave.prompts import THINK_CLOSE, THINK_OPEN, AnswerFormat, dimension_question, video_context
+from qsave.scores import DimensionScore
 
 # Score-only in the think-first format forces an empty analysis, so the rating is read right
 # after the closing tag, where the trained model writes it (Sec. 3.4.1).
 EMPTY_THINK = THINK_OPEN + THINK_CLOSE
-
-
-@dataclass(frozen=True)
-class DimensionScore:
-    """One dimension's result (DESIGN.md, Conventions): r̂, MOS, ascending probs, argmax word."""
-
-    score: float  # r̂ = Σ p_j·w_j in [0, 1]
-    mos: float  # 1 + 4·r̂ on the 1–5 scale
-    probs: tuple[float, ...]  # p_j over (Bad, Poor, Fair, Good, Excellent)
-    rating: str  # the most likely rating word (ties: the higher rating)
-    entropy: float  # −Σ p_j ln p_j, in nats (0 … ln 5)
-    rationale: str | None = None  # the generated analysis in explain mode
-
-    def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        record["probs"] = list(self.probs)
-        if self.rationale is None:
-            del record["rationale"]
-        return record
 
 
 @dataclass
@@ -78,11 +60,18 @@ class ScoringSetup:
 
 
 # ---- pure arithmetic ---------------------------------------------------------------------
+def rating_expectation(rating_logits: torch.Tensor) -> torch.Tensor:
+    """r̂ = Σ_j softmax(logits)_j·w_j over the five ascending ratings (Sec. 4.2.2), in the
+    logits' dtype and differentiable (the SFT loss's MSE uses it too). (N, 5) → (N,)"""
+    weights = torch.tensor(WEIGHTS, dtype=rating_logits.dtype, device=rating_logits.device)
+    return torch.softmax(rating_logits, dim=-1) @ weights
+
+
 def scores_from_logits(logits: torch.Tensor) -> list[DimensionScore]:
     """Scores of rows of five rating logits (ascending), computed in float64 (Sec. 4.2.2)."""
-    probs = torch.softmax(logits.detach().to(torch.float64), dim=-1)
-    weights = torch.tensor(WEIGHTS, dtype=torch.float64, device=probs.device)
-    scores = probs @ weights
+    logits = logits.detach().to(torch.float64)
+    probs = torch.softmax(logits, dim=-1)
+    scores = rating_expectation(logits)
     entropy = -(probs * torch.log(probs.clamp_min(1e-300))).sum(-1)
     results = []
     for p, s, h in zip(probs.tolist(), scores.tolist(), entropy.tolist(), strict=True):

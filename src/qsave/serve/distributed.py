@@ -1,13 +1,13 @@
 """Distributed scoring on Ray Data: ``qsave score --ray`` (DESIGN.md, scale-out scoring).
 
 The inputs become a Ray dataset of (index, path, prompt, id) rows; ``map_batches`` runs them
-through a pool of actors, each holding one scorer (the transformers :class:`Evaluator`, or the
-vLLM backend) loaded once, ``batch_size`` videos per call. Results stream back to the driver,
-which appends each row to the same resumable JSONL as ``qsave score`` (flushed and fsynced
-as it arrives): a killed run loses at most the batches in flight, and a rerun skips every row
-already written. The resume key is the exact one of ``qsave score`` (content hash, prompt,
-model, settings); the actors check it, since only a loaded model knows its own revision, dtype
-and device, and they skip a done video before decoding it.
+through a pool of actors, each holding one :class:`~qsave.evaluator.Evaluator` (the scoring
+pipeline, on the spec's backend) loaded once, ``batch_size`` videos per call. Results stream
+back to the driver, which writes them through :class:`qsave.results.ResultsOutput` exactly as
+``qsave score`` does: a killed run loses at most the batches in flight, a rerun repairs the file
+and skips every row already written. The resume key is the one of ``qsave score``; the actors
+check it, since only a loaded model knows its own revision, dtype and device, and they skip a
+done video before decoding it.
 
 >>> RayConfig(actors=2).remote_args()
 {'num_cpus': 1.0}
@@ -18,50 +18,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from qsave.dimensions import Dimension
 from qsave.errors import ConfigError, QsaveError
-
-BACKENDS = ("transformers", "vllm")  # what a scoring actor may hold
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How every actor loads its scorer (the ``qsave score`` model flags)."""
-
-    model: str = "tiny"  # hub id, checkpoint directory, or "tiny"
-    backend: str = "transformers"  # "transformers" (Evaluator) or "vllm"
-    revision: str | None = None  # hub revision
-    adapter: str | None = None  # LoRA adapter
-    device: str | None = None  # default: cuda if any
-    dtype: str | None = None  # default: by device
-    answer_format: str = "rating-first"  # where the rating is read
-    video_mode: str = "slowfast"  # frames: slowfast or uniform
-    max_new_tokens: int = 256  # rationale length limit (explain)
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
-
-    def load(self) -> Any:
-        """The scorer: an Evaluator, or a VllmScorer (both: score_many, settings, info)."""
-        from qsave.video.inputs import VideoConfig
-
-        video = VideoConfig(mode=self.video_mode)
-        if self.backend == "vllm":
-            from qsave.serve.vllm_backend import VllmScorer
-
-            return VllmScorer.from_pretrained(self.model, revision=self.revision,
-                                              dtype=self.dtype, answer_format=self.answer_format,
-                                              video_config=video)
-        from qsave.evaluator import Evaluator
-
-        return Evaluator.from_pretrained(
-            self.model, revision=self.revision, adapter=self.adapter, device=self.device,
-            dtype=self.dtype, answer_format=self.answer_format, video_config=video,
-            max_new_tokens=self.max_new_tokens)
+from qsave.jsonl import dumps
+from qsave.results import FileRun, ResultsOutput
+from qsave.scores import VideoResult
+from qsave.sources import check_unique_ids
+from qsave.spec import ScorerSpec, parse_dimensions
 
 
 @dataclass(frozen=True)
@@ -90,7 +56,7 @@ class RayConfig:
 
 
 class ScoringActor:
-    """A Ray Data callable class: loads the scorer once, then scores batches of rows.
+    """A Ray Data callable class: loads the evaluator once, then scores batches of rows.
 
     A row in: ``index``, ``item`` (JSON: path, prompt, id). A row out: ``index``, ``record``
     (the JSONL row, JSON; empty when skipped) and ``done_key`` (the resume key of the row
@@ -98,7 +64,10 @@ class ScoringActor:
 
     def __init__(self, spec: dict, dimensions: list[str], explain: bool,
                  done: frozenset[str]) -> None:
-        self.scorer = ModelSpec(**spec).load()
+        from qsave.evaluator import Evaluator
+        from qsave.spec import ScorerSpec
+
+        self.evaluator = Evaluator.from_spec(ScorerSpec.from_dict(spec))
         self.dimensions = tuple(Dimension(d) for d in dimensions)
         self.explain, self.done = explain, done
 
@@ -106,29 +75,19 @@ class ScoringActor:
         import numpy as np
 
         from qsave.evaluator import ScoreItem
+        from qsave.results import hash_items
 
         items = [ScoreItem(**json.loads(text)) for text in batch["item"]]
-        keys = [self._done_key(item) for item in items]
+        hash_items(items)
+        keys = [self.evaluator.shell(item, self.dimensions, self.explain).key for item in items]
+        keys = [key if key in self.done else "" for key in keys]
         todo = [item for item, key in zip(items, keys, strict=True) if not key]
-        fresh = iter(self.scorer.score_many(todo, dimensions=self.dimensions,
-                                            explain=self.explain, batch_size=max(len(todo), 1)))
-        records = ["" if key else json.dumps(next(fresh).to_record(), ensure_ascii=False)
-                   for key in keys]
+        fresh = iter(self.evaluator.score_many(todo, dimensions=self.dimensions,
+                                               explain=self.explain,
+                                               batch_size=max(len(todo), 1)))
+        records = ["" if key else dumps(next(fresh).to_record()) for key in keys]
         return {"index": np.asarray(batch["index"]), "record": np.asarray(records, dtype=object),
                 "done_key": np.asarray(keys, dtype=object)}
-
-    def _done_key(self, item: Any) -> str:
-        """The resume key when this video is already in the output, else ''. The key is
-        that of the row scoring would write (``VideoResult.key``), so it always matches."""
-        from qsave.results import VideoResult, content_hash
-
-        if item.path is None or not os.path.isfile(item.path):
-            return ""
-        item.content_hash = content_hash(item.path)
-        shell = VideoResult(item.name, item.path, item.content_hash, item.prompt,
-                            model=self.scorer.info,
-                            settings=self.scorer.settings(self.dimensions, self.explain))
-        return shell.key if shell.key in self.done else ""
 
 
 def rows_of(items: Sequence[Any]) -> list[dict[str, Any]]:
@@ -156,13 +115,10 @@ def _ray_session(config: RayConfig):
 
 
 def score_batches(
-    items: Sequence[Any], spec: ModelSpec, dimensions: Iterable[str | Dimension] | None,
-    explain: bool, config: RayConfig, done: frozenset[str],
+    items: Sequence[Any], spec: ScorerSpec, dimensions: Sequence[Dimension], explain: bool,
+    config: RayConfig, done: frozenset[str],
 ) -> Iterator[dict[str, Any]]:
     """Output rows (index, record, done_key) as the actors finish them (any order)."""
-    from qsave.evaluator import parse_dimensions
-
-    dims = [d.value for d in parse_dimensions(dimensions)]
     ray, started = _ray_session(config)
     try:
         from ray.data import ActorPoolStrategy
@@ -170,7 +126,8 @@ def score_batches(
         dataset = ray.data.from_items(rows_of(items)).map_batches(
             ScoringActor, batch_size=config.batch_size, batch_format="numpy",
             compute=ActorPoolStrategy(size=config.actors),
-            fn_constructor_kwargs={"spec": asdict(spec), "dimensions": dims,
+            fn_constructor_kwargs={"spec": spec.to_dict(),
+                                   "dimensions": [d.value for d in dimensions],
                                    "explain": explain, "done": done},
             **config.remote_args())
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
@@ -183,45 +140,24 @@ def score_batches(
 
 
 def score_with_ray(
-    items: Sequence[Any], out: str | os.PathLike, spec: ModelSpec = ModelSpec(), *,
+    items: Sequence[Any], out: str | os.PathLike, spec: ScorerSpec, *,
     dimensions: Iterable[str | Dimension] | None = None, explain: bool = False,
     config: RayConfig = RayConfig(),
-) -> Any:
-    """Score ``items`` (ScoreItems with paths) on Ray and append the rows to ``out``; the
-    ``FileRun`` of ``qsave score`` (rows written now, rows already there, failures)."""
-    from qsave.evaluator import FileRun
-    from qsave.results import JsonlWriter, done_keys
-
-    old = done_keys(out)
-    records: dict[int, dict[str, Any]] = {}
-    written = 0
-    with JsonlWriter(out) as writer:
-        for row in score_batches(items, spec, dimensions, explain, config, frozenset(old)):
-            if row["done_key"]:
-                records[row["index"]] = old[row["done_key"]]
-                continue
-            record = json.loads(row["record"])
-            writer.write(record)
-            written += 1
-            records[row["index"]] = record
-    if len(records) != len(items):
-        raise QsaveError(f"Ray returned {len(records)} rows for {len(items)} inputs")
-    ordered = [records[i] for i in range(len(items))]
-    failed = [r["id"] for r in ordered if r.get("error")]
-    return FileRun(written, len(items) - written, failed, ordered)
-
-
-def score_scaled(
-    items: Sequence[Any], out: str | os.PathLike, spec: ModelSpec, *,
-    dimensions: Iterable[str | Dimension] | None = None, explain: bool = False,
-    batch_size: int = 8, ray: RayConfig | None = None,
-) -> Any:
-    """``qsave score`` with ``--ray`` and/or ``--backend vllm``: on Ray when ``ray`` is given,
-    else in this process with the chosen backend; the ``FileRun`` of ``qsave score``."""
-    if ray is not None:
-        return score_with_ray(items, out, spec, dimensions=dimensions, explain=explain,
-                              config=ray)
-    from qsave.evaluator import score_to_jsonl
-
-    return score_to_jsonl(spec.load(), items, out, dimensions=dimensions, explain=explain,
-                          batch_size=batch_size)
+) -> FileRun:
+    """Score ``items`` (ScoreItems with paths) on Ray and append the rows to ``out``, resumed
+    and repaired like ``qsave score`` (:mod:`qsave.results`)."""
+    check_unique_ids(list(items))
+    dims = parse_dimensions(dimensions if dimensions is not None else spec.dimensions)
+    output = ResultsOutput(out)
+    results: dict[int, VideoResult] = {}
+    for row in score_batches(items, spec, dims, explain, config, frozenset(output.done)):
+        if row["done_key"]:
+            results[row["index"]] = output.done[row["done_key"]]
+            continue
+        result = VideoResult.from_record(json.loads(row["record"]))
+        output.write(result)
+        results[row["index"]] = result
+    if len(results) != len(items):
+        raise QsaveError(f"Ray returned {len(results)} rows for {len(items)} inputs")
+    ordered = [results[i] for i in range(len(items))]
+    return output.finish(ordered, len(items) - len(output.written))

@@ -18,18 +18,19 @@ trade one dimension (typically motion) for the others.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from qsave.dimensions import DIMENSIONS, Dimension
-from qsave.errors import ConfigError, QsaveError
+from qsave.errors import ConfigError
+from qsave.evaluator import Evaluator, ScoreItem, Video
+from qsave.scores import ItemError, VideoResult
+from qsave.spec import TINY
 
 log = logging.getLogger("qsave.reward")
 
@@ -78,18 +79,18 @@ class RewardItem:
 
     reward: float
     scores: dict[str, float]
-    error: str | None = None
+    error: ItemError | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reward": self.reward, "scores": self.scores, "error": self.error}
+        return {"reward": self.reward, "scores": self.scores,
+                "error": asdict(self.error) if self.error else None}
 
 
-def reward_of(record: Mapping[str, Any], config: RewardConfig) -> RewardItem:
-    """The reward of a result record (``VideoResult.to_record()``); an error gives
-    ``error_reward``."""
-    if record.get("error") or not record.get("scores"):
-        return RewardItem(config.error_reward, {}, record.get("error") or "no scores")
-    scores = {Dimension(d): s["score"] for d, s in record["scores"].items()}
+def reward_of(result: VideoResult, config: RewardConfig) -> RewardItem:
+    """The reward of one scored video; an error gives ``error_reward``."""
+    if result.error is not None:
+        return RewardItem(config.error_reward, {}, result.error)
+    scores = {d: s.score for d, s in result.scores.items()}
     return RewardItem(combine(scores, config), {d.value: v for d, v in scores.items()})
 
 
@@ -199,7 +200,6 @@ class CollapseMonitor:
 
 
 # ---- the reward model --------------------------------------------------------------------
-Video = str | os.PathLike | bytes | Any  # a path, encoded bytes, or a PreparedVideo
 
 
 class RewardModel:
@@ -251,40 +251,20 @@ class RewardModel:
 
 
 def score_videos(
-    evaluator: Any, videos: Sequence[Video], prompts: Sequence[str | None],
+    evaluator: Evaluator, videos: Sequence[Video], prompts: Sequence[str | None],
     config: RewardConfig, batch_size: int = 8,
 ) -> list[RewardItem]:
-    """Score videos (paths, encoded bytes or prepared videos) and combine their dimensions;
-    a video that fails to decode or score gets ``error_reward`` and its error."""
-    from qsave.evaluator import ScoreItem
-
-    items: list[Any] = []
-    for index, (video, prompt) in enumerate(zip(videos, prompts, strict=True)):
-        try:
-            items.append(ScoreItem(_as_video(video, evaluator), prompt, id=str(index)))
-        except (QsaveError, OSError) as error:
-            items.append(f"{type(error).__name__}: {error}")
-    ready = [item for item in items if not isinstance(item, str)]
-    results = iter(evaluator.score_many(ready, dimensions=config.dimensions,
-                                        batch_size=batch_size))
-    return [RewardItem(config.error_reward, {}, item) if isinstance(item, str)
-            else reward_of(next(results).to_record(), config) for item in items]
-
-
-def _as_video(video: Video, evaluator: Any) -> Any:
-    """A path stays a path; encoded bytes are decoded now (PreparedVideo)."""
-    if isinstance(video, bytes | bytearray | memoryview):
-        from qsave.video.inputs import prepare_video
-
-        return prepare_video(io.BytesIO(bytes(video)), evaluator.video_config)
-    return video
+    """Score videos (paths, encoded bytes or prepared videos) through the scoring pipeline
+    and combine their dimensions; a video that fails gets ``error_reward`` and its error."""
+    items = [ScoreItem(video, prompt, id=str(index))
+             for index, (video, prompt) in enumerate(zip(videos, prompts, strict=True))]
+    results = evaluator.score_many(items, dimensions=config.dimensions, batch_size=batch_size)
+    return [reward_of(result, config) for result in results]
 
 
 @lru_cache(maxsize=2)
-def _loaded(model: str) -> Any:
+def _loaded(model: str) -> Evaluator:
     """Evaluators loaded by name for :func:`reward`, kept for the next call (two at most)."""
-    from qsave.evaluator import Evaluator
-
     return Evaluator.from_pretrained(model)
 
 
@@ -292,7 +272,7 @@ _MODELS: dict[tuple, RewardModel] = {}
 
 
 def reward(
-    videos: Sequence[Video], prompts: Sequence[str | None], *, model: str | Any = "tiny",
+    videos: Sequence[Video], prompts: Sequence[str | None], *, model: str | Evaluator = TINY,
     weights: Mapping[str, float] | None = None, error_reward: float = 0.0, batch_size: int = 8,
     collapse: CollapseConfig | None = CollapseConfig(),
 ) -> list[float]:
@@ -320,7 +300,7 @@ def reward(
     return _MODELS[key](videos, prompts)
 
 
-def reward_model(model: str | Any = "tiny", **kwargs: Any) -> RewardModel:
+def reward_model(model: str | Evaluator = TINY, **kwargs: Any) -> RewardModel:
     """A :class:`RewardModel` of an evaluator or a model name (``RewardConfig`` fields and
     ``collapse``/``batch_size`` as keywords)."""
     collapse = kwargs.pop("collapse", CollapseConfig())

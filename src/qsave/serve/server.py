@@ -25,15 +25,13 @@ are never used as paths.
 """
 
 import asyncio
-import hashlib
 import hmac
 import ipaddress
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -43,20 +41,23 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from qsave.dimensions import DIMENSIONS
-from qsave.errors import ConfigError, QsaveError, VideoError
+from qsave.errors import ConfigError, QsaveError
+from qsave.evaluator import Evaluator, Prepared, ScoreItem
+from qsave.scores import ItemError, VideoResult
 from qsave.serve.batcher import BatcherConfig, BatchInfo, MicroBatcher, Overloaded
 from qsave.serve.reward import CollapseMonitor, RewardConfig, batch_stats, reward_of
+from qsave.spec import ScorerSpec, parse_dimensions
 
 log = logging.getLogger("qsave.serve")
 MB = 1 << 20  # bytes in a mebibyte
-HASH_CHUNK = 1 << 20  # bytes read at a time when hashing an upload
 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """The reward server; ``qsave serve`` flags mirror the fields."""
+    """The reward server; ``qsave serve`` flags mirror the fields (the model's through the
+    scorer spec)."""
 
-    model: str = "tiny"  # hub id, checkpoint directory, or "tiny"
+    scorer: ScorerSpec = field(default_factory=ScorerSpec)  # model, backend, video settings …
     host: str = "127.0.0.1"  # address to bind
     port: int = 8000  # port to bind (0: any free port)
     token: str | None = None  # bearer token required on /score and /reward; None: no auth
@@ -72,12 +73,6 @@ class ServeConfig:
         default_factory=lambda: {d.value: 1.0 for d in DIMENSIONS})
     error_reward: float = 0.0  # the reward of a video that cannot be scored
     allow_unauthenticated: bool = False  # allow no token on a non-loopback address
-    revision: str | None = None  # hub revision of `model`
-    adapter: str | None = None  # LoRA adapter on `model`
-    device: str | None = None  # cuda, cpu … (default: cuda if any)
-    dtype: str | None = None  # bfloat16, float32 … (default: by device)
-    answer_format: str = "rating-first"  # where the rating is read
-    video_mode: str = "slowfast"  # frames: slowfast or uniform
 
     def __post_init__(self) -> None:
         for name in ("max_video_mb", "max_request_mb", "request_timeout_s"):
@@ -100,6 +95,7 @@ class ServeConfig:
     def public(self) -> dict[str, Any]:
         """The settings without the token (for /health and logs)."""
         values = asdict(self)
+        values["scorer"] = self.scorer.to_dict()
         values["token"] = "set" if self.token else None
         return values
 
@@ -116,12 +112,9 @@ def _loopback(host: str) -> bool:
 # ---- scoring jobs -------------------------------------------------------------------------
 @dataclass
 class Job:
-    """One prepared video waiting for the model."""
+    """One prepared video waiting for the model, with what it is scored on."""
 
-    video: Any  # PreparedVideo
-    prompt: str | None
-    name: str
-    content_hash: str
+    prepared: Prepared
     dimensions: tuple  # tuple[Dimension, ...]
     explain: bool = False
 
@@ -130,28 +123,11 @@ class Job:
         return (self.dimensions, self.explain)
 
 
-def score_jobs(evaluator: Any, jobs: list[Job]) -> list[Any]:
-    """Score jobs of one key in one call (the batcher never mixes keys); VideoResults."""
-    from qsave.evaluator import ScoreItem
-
+def score_jobs(evaluator: Evaluator, jobs: list[Job]) -> list[VideoResult]:
+    """Score jobs of one key in one call (the batcher never mixes keys)."""
     first = jobs[0]
-    items = [ScoreItem(job.video, job.prompt, id=job.name) for job in jobs]
-    results = list(evaluator.score_many(items, dimensions=first.dimensions,
-                                        explain=first.explain, batch_size=len(jobs)))
-    for job, result in zip(jobs, results, strict=True):
-        result.content_hash = job.content_hash
-        result.video = job.video.settings.get("plan")
-    return results
-
-
-def hash_stream(handle: BinaryIO) -> str:
-    """``sha256:<hex>`` of a file object's bytes; the position goes back to the start."""
-    digest = hashlib.sha256()
-    handle.seek(0)
-    while chunk := handle.read(HASH_CHUNK):
-        digest.update(chunk)
-    handle.seek(0)
-    return f"sha256:{digest.hexdigest()}"
+    return evaluator.score_prepared([job.prepared for job in jobs], first.dimensions,
+                                    first.explain)
 
 
 def resolve_inside(root: str | Path, raw: str) -> Path:
@@ -201,10 +177,10 @@ class Metrics:
         self.batch_size.observe(info.size)
         self.batch_seconds.observe(info.run_s)
 
-    def on_result(self, record: dict[str, Any]) -> None:
-        self.items.labels("error" if record.get("error") else "ok").inc()
-        for dimension, score in (record.get("scores") or {}).items():
-            self.scores.labels(dimension).observe(score["score"])
+    def on_result(self, result: VideoResult) -> None:
+        self.items.labels("error" if result.error else "ok").inc()
+        for dimension, score in result.scores.items():
+            self.scores.labels(dimension.value).observe(score.score)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -285,7 +261,7 @@ class Guard:
 class Service:
     """What the endpoints share: the evaluator, its batcher, the metrics, the config."""
 
-    def __init__(self, evaluator: Any, config: ServeConfig) -> None:
+    def __init__(self, evaluator: Evaluator, config: ServeConfig) -> None:
         self.evaluator, self.config = evaluator, config
         self.reward = RewardConfig(config.weights, config.error_reward)
         self.monitor = CollapseMonitor()  # follows /reward batches (one RL step each)
@@ -295,61 +271,60 @@ class Service:
                                     on_batch=self.metrics.on_batch)
 
     def prepare(self, source: Path | BinaryIO, name: str, prompt: str | None, dims: tuple,
-                explain: bool) -> Job | str:
-        """Hash and decode one video (in a worker thread); its error text when it fails."""
-        from qsave.results import content_hash
-        from qsave.video.inputs import prepare_video
-
-        try:
-            if isinstance(source, Path) and not source.is_file():
-                raise VideoError("no such video file in the allowed root")
-            digest = content_hash(source) if isinstance(source, Path) else hash_stream(source)
-            video = prepare_video(source, self.evaluator.video_config)
-        except (QsaveError, OSError) as error:
-            return self._without_root(f"{type(error).__name__}: {error}")
-        return Job(video, prompt, name, digest, dims, explain)
+                explain: bool) -> Job | VideoResult:
+        """Hash and decode one video through the pipeline (in a worker thread); its result
+        with the error when that fails."""
+        item = ScoreItem(source, prompt, name)
+        if isinstance(source, Path) and not source.is_file():
+            result = self.evaluator.shell(item, dims, explain)
+            result.error = ItemError("VideoError", "no such video file in the allowed root")
+            return result
+        prepared = self.evaluator.prepare(item, dims, explain)
+        if isinstance(prepared, VideoResult):
+            prepared.error = replace(prepared.error,
+                                     message=self._without_root(prepared.error.message))
+            return prepared
+        return Job(prepared, dims, explain)
 
     def _without_root(self, message: str) -> str:
         """An error text with the server's allowed root left out (no absolute paths leak)."""
         root = self.config.allowed_root
         return message.replace(str(Path(root).resolve()) + "/", "") if root else message
 
-    async def run(self, job: Job | str, name: str, prompt: str | None, dims: tuple,
-                  explain: bool, deadline: float) -> dict[str, Any]:
-        """The result record of one video (scored through the batcher, or its error)."""
-        if isinstance(job, str):
-            record = self._error_record(name, prompt, dims, explain, job)
-        else:
+    async def run(self, job: Job | VideoResult, deadline: float
+                  ) -> tuple[VideoResult, BatchInfo | None]:
+        """The result of one video (scored through the batcher, or its error) and the batch
+        it went through."""
+        result, info = job, None
+        if isinstance(job, Job):
             try:
                 future = self.batcher.submit(job, job.key, with_info=True)
             except Overloaded as error:
                 raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from error
             result, info = await asyncio.wait_for(asyncio.wrap_future(future),
                                                   max(deadline - time.perf_counter(), 0.001))
-            record = result.to_record()
-            record["batch"] = asdict(info)
-        record.pop("path", None)
-        self.metrics.on_result(record)
-        return record
-
-    def _error_record(self, name, prompt, dims, explain, error: str) -> dict[str, Any]:
-        from qsave.results import VideoResult
-
-        result = VideoResult(name, None, None, prompt, error=error, model=self.evaluator.info,
-                             settings=self.evaluator.settings(dims, explain))
-        return {**result.to_record(), "batch": None}
+        self.metrics.on_result(result)
+        return result, info
 
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
 
 
-def create_app(config: ServeConfig, evaluator: Any | None = None) -> Any:
-    """The FastAPI application; ``evaluator`` defaults to loading ``config.model``."""
+def public_record(result: VideoResult, info: BatchInfo | None) -> dict[str, Any]:
+    """The row of ``qsave score`` without the server-side path, with the batch it went in."""
+    record = result.to_record()
+    record.pop("path", None)
+    record["batch"] = asdict(info) if info is not None else None
+    return record
+
+
+def create_app(config: ServeConfig, evaluator: Evaluator | None = None) -> Any:
+    """The FastAPI application; ``evaluator`` defaults to loading ``config.scorer``."""
     from contextlib import asynccontextmanager
 
     if evaluator is None:
-        evaluator = load_evaluator(config)
+        evaluator = Evaluator.from_spec(config.scorer)
     service = Service(evaluator, config)
 
     @asynccontextmanager
@@ -363,16 +338,6 @@ def create_app(config: ServeConfig, evaluator: Any | None = None) -> Any:
     _routes(app, service)
     app.add_middleware(Guard, config=config, metrics=service.metrics)
     return app
-
-
-def load_evaluator(config: ServeConfig) -> Any:
-    from qsave.evaluator import Evaluator
-    from qsave.video.inputs import VideoConfig
-
-    return Evaluator.from_pretrained(
-        config.model, revision=config.revision, adapter=config.adapter, device=config.device,
-        dtype=config.dtype, answer_format=config.answer_format,
-        video_config=VideoConfig(mode=config.video_mode))
 
 
 def _routes(app: Any, service: Service) -> None:
@@ -400,18 +365,17 @@ def _bearer_check(config: ServeConfig) -> Callable:
 
 
 def _dimensions_of(text: str | None) -> tuple:
-    from qsave.evaluator import parse_dimensions
-
     try:
         return parse_dimensions(text.split(",") if text else None)
     except ConfigError as error:
         raise HTTPException(422, str(error)) from error
 
 
-async def _one(service: Service, source, name, prompt, dims, explain, deadline) -> dict:
+async def _one(service: Service, source, name, prompt, dims, explain, deadline
+               ) -> tuple[VideoResult, BatchInfo | None]:
     """Decode in a worker thread, then score through the batcher."""
     job = await run_in_threadpool(service.prepare, source, name, prompt, dims, explain)
-    return await service.run(job, name, prompt, dims, explain, deadline)
+    return await service.run(job, deadline)
 
 
 async def _bounded(coroutine, timeout: float) -> Any:
@@ -438,8 +402,10 @@ def _score_route(app: Any, service: Service, authorized: Callable) -> None:
         (source, name), = _inputs([video] if video else None, [path] if path else None,
                                   config, [id] if id else None)
         dims, deadline = _dimensions_of(dimensions), time.perf_counter() + config.request_timeout_s
-        return await _bounded(_one(service, source, name, prompt or None, dims, explain, deadline),
-                              config.request_timeout_s)
+        result, info = await _bounded(
+            _one(service, source, name, prompt or None, dims, explain, deadline),
+            config.request_timeout_s)
+        return public_record(result, info)
 
 
 def _reward_route(app: Any, service: Service, authorized: Callable) -> None:
@@ -460,17 +426,18 @@ def _reward_route(app: Any, service: Service, authorized: Callable) -> None:
         rewarding = _reward_config(weights, service.reward)
         texts = [text or None for text in prompts] if prompts else [None] * len(inputs)
         deadline = time.perf_counter() + config.request_timeout_s
-        records = await _bounded(asyncio.gather(*[
+        done = await _bounded(asyncio.gather(*[
             _one(service, source, name, text, rewarding.dimensions, False, deadline)
             for (source, name), text in zip(inputs, texts, strict=True)]),
             config.request_timeout_s)
-        items = [reward_of(record, rewarding) for record in records]
+        results = [result for result, _ in done]
+        items = [reward_of(result, rewarding) for result in results]
         warnings = service.monitor.update(batch_stats(items))
         for message in warnings:
             log.warning(message)
         return {"rewards": [item.reward for item in items],
-                "items": [{"id": r["id"], "content_hash": r["content_hash"], **item.to_dict()}
-                          for r, item in zip(records, items, strict=True)],
+                "items": [{"id": r.id, "content_hash": r.content_hash, **item.to_dict()}
+                          for r, item in zip(results, items, strict=True)],
                 "weights": rewarding.weights, "model": service.evaluator.info.to_dict(),
                 "warnings": warnings}
 
@@ -544,36 +511,6 @@ def serve(config: ServeConfig, evaluator: Any | None = None) -> None:
         log.warning("serving without authentication on %s", config.host)
     uvicorn.run(app, host=config.host, port=config.port, log_level="info",
                 timeout_keep_alive=5)
-
-
-class RunningServer:
-    """A uvicorn server on a thread (tests, benchmarks): ``url``, ``stop()``; a context
-    manager."""
-
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    lifespan="on", timeout_keep_alive=5))
-        self.thread = threading.Thread(target=self.server.run, name="qsave-serve", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise QsaveError("the server did not start")
-            time.sleep(0.02)
-        address = self.server.servers[0].sockets[0].getsockname()
-        self.url = f"http://{address[0]}:{address[1]}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def __enter__(self) -> "RunningServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class RewardClient:

@@ -25,11 +25,11 @@ import torch
 from transformers import get_scheduler
 
 from qsave.data.records import TrainingRecord, load_records
-from qsave.errors import ConfigError
+from qsave.errors import AnnotationError, ConfigError
+from qsave.jsonl import JsonlWriter, read_jsonl, write_jsonl
 from qsave.prompts import AnswerFormat
-from qsave.train.config import GRPOConfig, ModelConfig
-from qsave.train.rewards import reward_components
-from qsave.train.sft import (
+from qsave.spec import ScorerSpec
+from qsave.train.common import (
     END_OF_TURN,
     VideoCache,
     load_for_training,
@@ -37,6 +37,8 @@ from qsave.train.sft import (
     save_model,
     use_bf16,
 )
+from qsave.train.config import GRPOConfig, ModelConfig
+from qsave.train.rewards import reward_components
 from qsave.video.inputs import VideoConfig, processor_video_kwargs
 
 ADV_EPS = 1e-4  # ε in the advantage's denominator: a group with equal rewards gets A = 0
@@ -285,16 +287,12 @@ def _save(state: GRPOState, output_dir: Path, step: int) -> None:
 
 
 def _log_rollouts(path: Path, rollouts: Sequence[Rollout], start: int) -> None:
-    """Append rollouts; on resume, lines of steps not yet done again are dropped first."""
-    if start == 0 and not rollouts:
-        path.write_text("")
-        return
-    if rollouts and rollouts[0].step == start and path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] < start]
-        path.write_text("".join(ln + "\n" for ln in keep))
-    with path.open("a", encoding="utf-8") as out:
+    """Append rollouts; on resume, the rows of steps being done again are dropped first."""
+    if rollouts and rollouts[0].step == start:
+        write_jsonl(path, [row for _, row in read_jsonl(path).rows if row["step"] < start])
+    with JsonlWriter(path) as out:
         for r in rollouts:
-            out.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+            out.write(asdict(r))
 
 
 def train_grpo(
@@ -311,7 +309,8 @@ def train_grpo(
         raise ConfigError(f"no RL records for GRPO in {config.records!r}")
     torch.manual_seed(model_config.seed)
     state = setup_grpo(config, model_config, init)
-    videos = VideoCache(VideoConfig.from_dict(config.video))
+    video = VideoConfig.from_dict(config.video)
+    videos = VideoCache(video)
     start = _resume(state, output_dir)
     order = random.Random(model_config.seed)
     picks = [order.sample(records, min(config.prompts_per_step, len(records)))
@@ -325,13 +324,21 @@ def train_grpo(
         if (step + 1) % config.save_steps == 0 or step + 1 == config.max_steps:
             _save(state, output_dir, step + 1)
     model = state.accelerator.unwrap_model(state.model)
-    return save_model(model, state.processor, output_dir / "final")
+    scorer = ScorerSpec(answer_format=answer_format, video=video,
+                        max_new_tokens=config.max_new_tokens)
+    return save_model(model, state.processor, output_dir / "final", scorer)
 
 
 def load_rollouts(path: str | Path) -> list[Rollout]:
-    """Read rollouts.jsonl back."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [Rollout(**json.loads(line)) for line in lines if line.strip()]
+    """Read rollouts.jsonl back; a line that is not a rollout raises with its number."""
+    read = read_jsonl(path)
+    problems = read.problems(str(path))
+    if problems:
+        raise AnnotationError(f"unreadable rollouts: {'; '.join(problems)}")
+    try:
+        return [Rollout(**row) for _, row in read.rows]
+    except TypeError as error:
+        raise AnnotationError(f"{path}: not a rollout row: {error}") from error
 
 
 # ---- verl export -------------------------------------------------------------------------

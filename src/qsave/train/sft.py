@@ -17,7 +17,6 @@ r̂ = Σ softmax(rating logits)·w at the rating position, regressed on r = (MOS
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,55 +27,26 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
 from qsave.data.records import TrainingRecord, load_records
-from qsave.dimensions import WEIGHTS
-from qsave.errors import AnnotationError, ConfigError, ModelError
+from qsave.errors import AnnotationError, ConfigError
 from qsave.model.load import rating_token_ids
+from qsave.model.scorer import rating_expectation
 from qsave.prompts import AnswerFormat
+from qsave.spec import ScorerSpec
+from qsave.train.common import (
+    END_OF_TURN,
+    VideoCache,
+    load_for_training,
+    prompt_messages,
+    save_model,
+    use_bf16,
+)
 from qsave.train.config import ModelConfig, SFTConfig
-from qsave.video.inputs import PreparedVideo, VideoConfig, prepare_video, processor_video_kwargs
-from qsave.video.inputs import video_content as run_items
+from qsave.video.inputs import VideoConfig, processor_video_kwargs
 
 IGNORE = -100  # label of masked (prompt / padding) positions
-END_OF_TURN = "<|im_end|>"
 
 
 # ---- inputs ------------------------------------------------------------------------------
-class VideoCache:
-    """Prepared (decoded, SlowFast-planned) videos by path: each video is decoded once."""
-
-    def __init__(self, config: VideoConfig | None = None) -> None:
-        self.config = config or VideoConfig()
-        self._items: dict[str, PreparedVideo] = {}
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, path: str) -> PreparedVideo:
-        if path not in self._items:
-            self._items[path] = prepare_video(path, self.config)
-        return self._items[path]
-
-    def put(self, path: str, video: PreparedVideo) -> None:
-        """Register an already prepared video (e.g. frames rendered in memory)."""
-        self._items[path] = video
-
-
-def prompt_messages(record: TrainingRecord, video: PreparedVideo) -> list[dict]:
-    """The record's messages without the answer, its video item expanded to one per run."""
-    messages = []
-    for message in record.messages:
-        if message["role"] == "assistant":
-            continue
-        content = message["content"]
-        if isinstance(content, list):
-            expanded = []
-            for item in content:
-                expanded += run_items(video) if item.get("type") == "video" else [item]
-            content = expanded
-        messages.append({"role": message["role"], "content": content})
-    return messages
-
-
 def rating_index(answer_ids: Sequence[int], rating_ids: Sequence[int], fmt: AnswerFormat) -> int:
     """Index in the answer tokens of the rating word: first token (rating-first) or the last
     rating token (think-first, the word after ``</think>``).
@@ -162,12 +132,6 @@ class SFTCollator:
 
 
 # ---- loss --------------------------------------------------------------------------------
-def rating_expectation(rating_logits: torch.Tensor) -> torch.Tensor:
-    """r̂ = Σ_j softmax(logits)_j·w_j over the five ascending ratings. (N, 5) → (N,)"""
-    weights = torch.tensor(WEIGHTS, dtype=rating_logits.dtype, device=rating_logits.device)
-    return torch.softmax(rating_logits, dim=-1) @ weights
-
-
 def sft_loss_from_logits(
     logits: torch.Tensor, labels: torch.Tensor, rating_positions: torch.Tensor,
     rating_ids: Sequence[int], target_scores: torch.Tensor, alpha: float = 1.0, beta: float = 1.0,
@@ -225,62 +189,6 @@ class QsaveSFTTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-# ---- model -------------------------------------------------------------------------------
-def load_for_training(config: ModelConfig, source: str | None = None) -> tuple[Any, Any]:
-    """(model, processor) from ``source`` (a stage checkpoint) or ``config.model``; LoRA
-    adapters added when configured, the vision tower frozen when asked."""
-    source = source or config.model
-    if source == "tiny":
-        from qsave.model.tiny import build_tiny
-
-        model, processor = build_tiny(config.seed)
-    else:
-        from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
-
-        try:
-            processor = AutoProcessor.from_pretrained(source)
-            model = Qwen3VLForConditionalGeneration.from_pretrained(source, dtype="auto")
-        except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load {source!r} for training: {error}") from error
-    model.train()
-    if config.freeze_vision:
-        model.model.visual.requires_grad_(False)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
-    if config.lora:
-        model = _with_lora(model, config)
-    return model, processor
-
-
-def _with_lora(model: Any, config: ModelConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    targets = rf"^model\.language_model\..*\.({'|'.join(config.lora_targets)})$"
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, target_modules=targets)
-    return get_peft_model(model, lora)
-
-
-def save_model(model: Any, processor: Any, directory: str | Path) -> Path:
-    """Save a stage's result (merged LoRA weights, so the next stage and ``qsave score`` load
-    a plain checkpoint) with its processor."""
-    directory = Path(directory)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return directory
-
-
-def use_bf16(config: ModelConfig) -> bool:
-    if config.bf16 is None:
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if config.bf16 and not torch.cuda.is_available():
-        raise ConfigError("bf16 = true needs a CUDA device; set bf16: null or false on CPU")
-    return config.bf16
-
-
 # ---- the stage ---------------------------------------------------------------------------
 def training_arguments(config: SFTConfig, model_config: ModelConfig, output_dir: Path
                        ) -> TrainingArguments:
@@ -312,8 +220,9 @@ def train_sft(
     if not records:
         raise ConfigError(f"no training records for SFT in {config.records!r}")
     model, processor = load_for_training(model_config, init)
+    video = VideoConfig.from_dict(config.video)
     collator = SFTCollator(processor, rating_token_ids(processor.tokenizer, answer_format),
-                           VideoCache(VideoConfig.from_dict(config.video)), answer_format)
+                           VideoCache(video), answer_format)
     trainer = QsaveSFTTrainer(
         model=model, args=training_arguments(config, model_config, output_dir),
         train_dataset=list(records), data_collator=collator, rating_ids=collator.rating_ids,
@@ -321,12 +230,5 @@ def train_sft(
     )
     resume = any(output_dir.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
-    return save_model(trainer.model, processor, output_dir / "final")
-
-
-def steps_for(config: SFTConfig, n_records: int) -> int:
-    """Optimisation steps the stage will take."""
-    if config.max_steps > 0:
-        return config.max_steps
-    per_epoch = math.ceil(n_records / (config.batch_size * config.grad_accum))
-    return math.ceil(per_epoch * config.epochs)
+    scorer = ScorerSpec(answer_format=answer_format, video=video)
+    return save_model(trainer.model, processor, output_dir / "final", scorer)

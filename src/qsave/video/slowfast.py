@@ -272,17 +272,6 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
 
 
-def thumbnails(frames: np.ndarray, config: SlowFastConfig = SlowFastConfig()) -> np.ndarray:
-    """(N, H, W, 3) uint8 → (N, h, w, 3) uint8 at Keye's thumbnail size (bilinear, antialiased)."""
-    import torch  # only this resize needs it; prepare_video takes thumbnails from the decoder
-    import torch.nn.functional as F
-
-    size = thumbnail_size(frames.shape[1], frames.shape[2], config)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # channels-last view
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return x.permute(0, 2, 3, 1).numpy()
-
-
 @dataclass
 class _PatchStats:
     """One frame's HSV patch vectors with their L2 norms and mean brightness."""
@@ -406,13 +395,6 @@ class SizeForecast:
 # --- plans ----------------------------------------------------------------------------------
 
 
-def _check_frames(frames: np.ndarray, timestamps) -> None:
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ConfigError(f"frames must be (N>0, H, W, 3), got shape {frames.shape}")
-    if len(timestamps) != len(frames):
-        raise ConfigError(f"{len(timestamps)} timestamps for {len(frames)} frames")
-
-
 def make_plan(
     size: tuple[int, int], timestamps, source_indices, slow, similarity, config: SlowFastConfig
 ) -> SlowFastPlan:
@@ -437,56 +419,16 @@ def make_plan(
     )
 
 
-def plan_slowfast(
-    frames: np.ndarray,
-    timestamps,
-    config: SlowFastConfig = SlowFastConfig(),
-    source_indices=None,
-) -> SlowFastPlan:
-    """Label frames slow/fast and size them within the token budget (paper Sec. 4.2.1).
-
-    ``frames``: (N, H, W, 3) uint8 RGB; ``timestamps``: (N,) seconds.
-
-    >>> frames = np.zeros((5, 64, 96, 3), np.uint8); frames[:, :, :48] = 200
-    >>> frames[3:, :, 48:] = 120  # a cut at frame 3
-    >>> plan = plan_slowfast(frames, [0, 0.125, 0.25, 0.375, 0.5])
-    >>> plan.slow, [(r.start, r.stop) for r in plan.runs], plan.slow_size, plan.num_tokens
-    ((True, False, False, True, False), [(0, 1), (1, 3), (3, 4), (4, 5)], (64, 96), 24)
-    """
-    _check_frames(frames, timestamps)
-    slow, similarity = label_thumbnails(thumbnails(frames, config), config)
-    size = (frames.shape[1], frames.shape[2])
-    return make_plan(size, timestamps, source_indices, slow, similarity, config)
-
-
-def plan_uniform(
-    frames: np.ndarray,
-    timestamps,
-    config: SlowFastConfig = SlowFastConfig(),
-    source_indices=None,
-) -> SlowFastPlan:
-    """All frames in one run at one size within the budget (the "w/o SlowFast" baseline).
-
-    Like qwen-vl-utils' defaults for Qwen3-VL: every frame at the same size, at most
-    ``max_slow_tokens`` per frame, all frames labelled slow.
-    """
-    _check_frames(frames, timestamps)
-    slow, similarity = label_uniform(len(frames))
-    size = (frames.shape[1], frames.shape[2])
-    return make_plan(size, timestamps, source_indices, slow, similarity, config)
-
-
-def label_uniform(count: int, config: SlowFastConfig | None = None):
+def label_uniform(count: int):
     """Every frame slow (one run), similarity 1.0: the uniform baseline's labels."""
     return (True,) * count, (1.0,) * count
 
 
 @dataclass(frozen=True)
 class Mode:
-    """A frame-selection mode: how frames are labelled, and the same thing on full frames."""
+    """A frame-selection mode: how the sampled frames are labelled slow or fast."""
 
     label: Callable  # (thumbnails or None, count, config) -> (slow, similarity)
-    plan: Callable[..., SlowFastPlan]  # (frames, timestamps, config, source_indices) -> plan
     needs_thumbnails: bool
     streaming: Callable[[SlowFastConfig], Labeler] | None = None  # labels during decoding
 
@@ -516,14 +458,6 @@ def get_mode(name: str) -> Mode:
 
 
 register_mode(
-    "slowfast",
-    Mode(
-        lambda thumbs, count, config: label_thumbnails(thumbs, config),
-        plan_slowfast,
-        True,
-        Labeler,
-    ),
+    "slowfast", Mode(lambda thumbs, count, config: label_thumbnails(thumbs, config), True, Labeler)
 )
-register_mode(
-    "uniform", Mode(lambda thumbs, count, config: label_uniform(count), plan_uniform, False)
-)
+register_mode("uniform", Mode(lambda thumbs, count, config: label_uniform(count), False))

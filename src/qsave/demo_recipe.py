@@ -44,13 +44,19 @@ from qsave.data.annotations import load_videos, mos_from_videos
 from qsave.data.records import RecordConfig, TrainingRecord, build_records
 from qsave.data.synthetic import SynthConfig, write_corpus
 from qsave.dimensions import DIMENSIONS, Dimension, mos_to_score
+from qsave.errors import QsaveError
 from qsave.eval.metrics import plcc, srcc
-from qsave.model.load import rating_token_ids
+from qsave.evaluator import Evaluator, ScoreItem
+from qsave.model.backend import TransformersBackend
+from qsave.model.load import LoadedModel, rating_token_ids
 from qsave.prompts import AnswerFormat
+from qsave.scores import ModelInfo
+from qsave.spec import ScorerSpec
+from qsave.train.common import VideoCache, save_model
 from qsave.train.config import CooloffConfig, GRPOConfig, OptimConfig
 from qsave.train.cooloff import cooloff_records
 from qsave.train.grpo import grpo_step, make_grpo_state, sample_rollouts
-from qsave.train.sft import SFTCollator, VideoCache, save_model, sft_forward
+from qsave.train.sft import SFTCollator, sft_forward
 from qsave.video.inputs import VideoConfig
 
 PROBE_DIMS = (Dimension.VISUAL, Dimension.DYNAMIC)  # what the demo-only probe regresses
@@ -315,28 +321,35 @@ def sft_stage(model: Any, processor: Any, records: Sequence[TrainingRecord], dat
 # ---- scoring -----------------------------------------------------------------------------
 def score_test(model: Any, processor: Any, data: DemoData, fmt: AnswerFormat, stage: str,
                config: DemoConfig) -> list[StageScore]:
-    """Score the test clips with qsave's scorer in the stage's answer format."""
-    from qsave.model import scorer
-
-    setup = scorer.ScoringSetup(model.eval(), processor, rating_token_ids(processor.tokenizer, fmt),
-                                fmt, max_new_tokens=config.max_new_tokens)
+    """Score the test clips through qsave's scoring pipeline in the stage's answer format
+    (think-first: after a generated analysis; rating-first: score-only)."""
+    evaluator = in_memory_evaluator(model.eval(), processor, demo_spec(config, fmt))
     targets = clip_targets(data.test)
     by_video = {r.video: r.prompt for r in data.test}
     paths = sorted(targets)
-    preds: dict[str, list[float]] = {d.value: [] for d in DIMENSIONS}
-    for i in range(0, len(paths), 8):
-        items = [scorer.VideoPrompt(data.videos.get(p), by_video[p]) for p in paths[i:i + 8]]
-        if fmt is AnswerFormat.THINK_FIRST:
-            results = scorer.explain(setup, items, DIMENSIONS)
-        else:
-            results = scorer.score_shared(setup, items, DIMENSIONS)
-        for per in results:
-            for d, s in per.items():
-                preds[d.value].append(s.score)
+    items = [ScoreItem(data.videos.get(p), by_video[p], id=p) for p in paths]
+    results = list(evaluator.score_many(items, explain=fmt is AnswerFormat.THINK_FIRST))
     model.train()
+    failed = [f"{r.id}: {r.error}" for r in results if r.error is not None]
+    if failed:
+        raise QsaveError(f"the demo could not score its test clips: {failed[:3]}")
+    preds = {d.value: [r.scores[d].score for r in results] for d in DIMENSIONS}
     truth = {d: [targets[p][d] for p in paths] for d in preds}
     return [StageScore(stage, d, _safe(srcc, preds[d], truth[d]), _safe(plcc, preds[d], truth[d]))
             for d in preds]
+
+
+def demo_spec(config: DemoConfig, fmt: AnswerFormat) -> ScorerSpec:
+    """How the demo's model is scored after a stage, and what its checkpoint carries."""
+    return ScorerSpec(answer_format=fmt, video=config.video(),
+                      max_new_tokens=config.max_new_tokens)
+
+
+def in_memory_evaluator(model: Any, processor: Any, spec: ScorerSpec) -> Evaluator:
+    """The scoring pipeline on a model being trained (no checkpoint on disk)."""
+    ids = rating_token_ids(processor.tokenizer, spec.answer_format)
+    info = ModelInfo("qsave/tiny-demo (training)", None, "float32", "cpu")
+    return Evaluator(TransformersBackend(LoadedModel(model, processor, ids, info), spec))
 
 
 def _logged(log: Any, scores: list[StageScore]) -> list[StageScore]:
@@ -407,7 +420,8 @@ def train_demo(workdir: str | Path, console: Any = None, minutes: float = 10.0,
         report = _rescore(cached, workdir, config, log)
     else:
         report = _train(workdir, config, log)
-    if checkpoint_dir is not None and not (Path(checkpoint_dir) / "config.json").is_file():
+    demo_spec(config, AnswerFormat.RATING_FIRST).save(workdir / "checkpoint")
+    if checkpoint_dir is not None:
         import shutil
 
         shutil.copytree(workdir / "checkpoint", checkpoint_dir, dirs_exist_ok=True)
@@ -494,7 +508,8 @@ def _train(workdir: Path, config: DemoConfig, log: Any) -> DemoReport:
     report.scores += _logged(log, score_test(model, processor, data, AnswerFormat.RATING_FIRST,
                                              "3 cool-off SFT", config))
     lap("score 3")
-    report.checkpoint = str(save_model(model, processor, workdir / "checkpoint"))
+    report.checkpoint = str(save_model(model, processor, workdir / "checkpoint",
+                                       demo_spec(config, AnswerFormat.RATING_FIRST)))
     (workdir / REPORT).write_text(json.dumps({**report.to_dict(), "config": asdict(config)},
                                              indent=1))
     return report

@@ -1,4 +1,4 @@
-"""A vLLM scoring backend: ``qsave score --backend vllm`` (paper Sec. 4.2.2 on vLLM's engine).
+"""The vLLM backend of the scoring pipeline: ``qsave score --backend vllm`` (Sec. 4.2.2).
 
 Each (video, dimension) is one vLLM request whose text is exactly the transformers scorer's
 prompt (``scorer.prompt_parts``: video first, dimension question last) and whose video items
@@ -15,7 +15,7 @@ settings, so vLLM's encoder cache and automatic prefix caching (``enable_prefix_
 recognise the same video across the dimension requests — and across runs — without hashing
 the pixels again: the video is encoded once and its KV prefix reused.
 
-Request building is pure and tested without vLLM; only :class:`VllmScorer` imports it.
+Request building is pure and tested without vLLM; only :meth:`VllmBackend.load` imports it.
 
 >>> sampling_kwargs((11, 12, 13, 14, 15))["logprob_token_ids"]
 [11, 12, 13, 14, 15]
@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from qsave.dimensions import Dimension
-from qsave.errors import ConfigError, ModelError, QsaveError
+from qsave.errors import ConfigError, ModelError
+from qsave.evaluator import Backend, Prepared
 from qsave.model import scorer
 from qsave.prompts import AnswerFormat
+from qsave.scores import DimensionScore, ModelInfo
+from qsave.spec import ScorerSpec
 
 PROCESSOR_KWARGS = {"do_sample_frames": False, "do_resize": False}  # frames come ready
 
@@ -110,7 +112,7 @@ def rating_logprobs(output: Any, rating_ids: Sequence[int]) -> list[float]:
 
 def scores_from_outputs(
     outputs: Sequence[Any], rating_ids: Sequence[int], dimensions: Sequence[Dimension],
-) -> list[dict[Dimension, scorer.DimensionScore]]:
+) -> list[dict[Dimension, DimensionScore]]:
     """Per video, the dimension scores from its requests' outputs (video-major order)."""
     rows = torch.tensor([rating_logprobs(o, rating_ids) for o in outputs], dtype=torch.float64)
     flat = scorer.scores_from_logits(rows)
@@ -118,29 +120,20 @@ def scores_from_outputs(
     return [dict(zip(dimensions, flat[i : i + d], strict=True)) for i in range(0, len(flat), d)]
 
 
-@dataclass
-class _Ready:
-    result: Any  # VideoResult
-    requests: list[dict[str, Any]]
+class VllmBackend(Backend):
+    """Score-only evaluation on a vLLM engine: all requests of a batch in one ``generate``."""
 
+    explains = False
 
-class VllmScorer:
-    """Score-only evaluation on a vLLM engine, with the Evaluator's interface
-    (``score_many``, ``settings``, ``info``, ``video_config``)."""
-
-    def __init__(self, llm: Any, processor: Any, rating_ids: Sequence[int], info: Any,
-                 video_config: Any, answer_format: AnswerFormat,
-                 sampling_params: Callable[..., Any] | None = None) -> None:
+    def __init__(self, llm: Any, processor: Any, rating_ids: Sequence[int], info: ModelInfo,
+                 spec: ScorerSpec, sampling_params: Callable[..., Any] | None = None) -> None:
         self.llm, self.processor, self.rating_ids = llm, processor, tuple(rating_ids)
-        self.info, self.video_config, self.answer_format = info, video_config, answer_format
+        self.info, self.spec = info, spec
         self.sampling_params = sampling_params  # None: vllm.SamplingParams
 
     @classmethod
-    def from_pretrained(
-        cls, model: str, *, revision: str | None = None, dtype: str | None = None,
-        answer_format: AnswerFormat | str = AnswerFormat.RATING_FIRST,
-        video_config: Any = None, max_videos_per_prompt: int = 64, **engine_kwargs: Any,
-    ) -> VllmScorer:
+    def load(cls, spec: ScorerSpec, max_videos_per_prompt: int = 64,
+             **engine_kwargs: Any) -> VllmBackend:
         """A vLLM engine with prefix caching on, and the checkpoint's processor (the chat
         template and the rating-token check of ``qsave.model.load``)."""
         try:
@@ -149,93 +142,24 @@ class VllmScorer:
             raise ConfigError("--backend vllm needs vLLM installed (pip install vllm)") from error
         from transformers import AutoProcessor
 
-        from qsave.model.load import ModelInfo, rating_token_ids
-        from qsave.video.inputs import VideoConfig
+        from qsave.model.load import rating_token_ids
 
-        fmt = AnswerFormat(answer_format)
-        processor = AutoProcessor.from_pretrained(model, revision=revision)
-        ids = rating_token_ids(processor.tokenizer, fmt)
-        llm = LLM(model=model, revision=revision, dtype=dtype or "auto",
+        processor = AutoProcessor.from_pretrained(spec.model, revision=spec.revision)
+        ids = rating_token_ids(processor.tokenizer, spec.answer_format)
+        llm = LLM(model=spec.model, revision=spec.revision, dtype=spec.dtype or "auto",
                   enable_prefix_caching=True,
                   limit_mm_per_prompt={"video": max_videos_per_prompt}, **engine_kwargs)
-        info = ModelInfo(model, revision, dtype or "auto", "vllm", None, fmt.value)
-        return cls(llm, processor, ids, info, video_config or VideoConfig(), fmt)
+        info = ModelInfo(spec.model, spec.revision, spec.dtype or "auto", "vllm", None)
+        return cls(llm, processor, ids, info, spec)
 
-    def settings(self, dimensions: Sequence[Dimension], explain: bool) -> dict[str, Any]:
-        """What the scores depend on besides the model (recorded in every row)."""
-        return {"dimensions": [d.value for d in dimensions], "explain": explain,
-                "answer_format": self.answer_format.value,
-                "video": self.video_config.to_dict(), "backend": "vllm"}
-
-    def score_many(
-        self, items: Iterable[Any], *, prompt: str | None = None,
-        dimensions: Iterable[str | Dimension] | None = None, explain: bool = False,
-        batch_size: int = 8, on_result: Callable[[Any], None] | None = None,
-    ) -> Iterator[Any]:
-        """Results in input order; a video that fails gets its error, the others go on."""
-        from qsave.evaluator import ScoreItem, parse_dimensions
-
-        if explain:
-            raise ConfigError("the vllm backend scores without a rationale; use the "
-                              "transformers backend for --explain")
-        dims = parse_dimensions(dimensions)
-        batch: list[Any] = []
-        for raw in items:
-            batch.append(raw if isinstance(raw, ScoreItem) else ScoreItem(raw, prompt))
-            if len(batch) == batch_size:
-                yield from self._batch(batch, dims, on_result)
-                batch = []
-        if batch:
-            yield from self._batch(batch, dims, on_result)
-
-    def _batch(self, batch: list[Any], dims: tuple, on_result) -> Iterator[Any]:
-        shells = [self._prepare(item, dims) for item in batch]
-        self._generate([s for s in shells if isinstance(s, _Ready)], dims)
-        for shell in shells:
-            result = shell.result if isinstance(shell, _Ready) else shell
-            if on_result is not None:
-                on_result(result)
-            yield result
-
-    def _prepare(self, item: Any, dims: tuple) -> _Ready | Any:
-        """The requests of one video, or its result with the error set."""
-        from qsave.results import VideoResult, content_hash
-        from qsave.video.inputs import prepare_video
-
-        result = VideoResult(item.name, item.path, None, item.prompt, model=self.info,
-                             settings=self.settings(dims, False))
-        try:
-            if item.path is None:
-                raise ConfigError("the vllm backend scores video files (a path is needed)")
-            result.content_hash = item.content_hash or content_hash(item.path)
-            prepared = prepare_video(item.path, self.video_config)
-            result.video = prepared.settings.get("plan")
-            requests = build_requests(self.processor, prepared, result.content_hash,
-                                      item.prompt, dims, self.answer_format)
-        except (QsaveError, OSError) as error:
-            result.error = f"{type(error).__name__}: {error}"
-            return result
-        return _Ready(result, requests)
-
-    def _generate(self, ready: list[_Ready], dims: tuple) -> None:
-        """All requests of the batch in one generate call; on failure, video by video."""
-        if not ready:
-            return
+    def score(self, items: Sequence[Prepared], dimensions: Sequence[Dimension],
+              explain: bool) -> list[dict[Dimension, DimensionScore]]:
+        requests = [request for item in items for request in build_requests(
+            self.processor, item.video, item.result.content_hash or "", item.result.prompt,
+            dimensions, self.spec.answer_format)]
         make = self.sampling_params
         if make is None:
             from vllm import SamplingParams as make
-        params = make(**sampling_kwargs(self.rating_ids))
-        try:
-            outputs = self.llm.generate([r for x in ready for r in x.requests], params,
-                                        use_tqdm=False)
-            scores = scores_from_outputs(outputs, self.rating_ids, dims)
-        except (ValueError, RuntimeError, QsaveError) as error:
-            if len(ready) == 1:
-                ready[0].result.error = f"{type(error).__name__}: {error}"
-                return
-            for one in ready:
-                self._generate([one], dims)
-            return
-        for shell, per_video in zip(ready, scores, strict=True):
-            shell.result.scores = per_video
-
+        outputs = self.llm.generate(requests, make(**sampling_kwargs(self.rating_ids)),
+                                    use_tqdm=False)
+        return scores_from_outputs(outputs, self.rating_ids, dimensions)

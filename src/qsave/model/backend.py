@@ -1,0 +1,36 @@
+"""The transformers backend of the scoring pipeline (whisper's ``PyTorchInference``).
+
+Score-only: the shared video prefix, two forward passes per batch whatever the number of
+dimensions (:func:`qsave.model.scorer.score_shared`); explain mode: a greedy rationale per
+dimension (:func:`qsave.model.scorer.explain`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from qsave.dimensions import Dimension
+from qsave.evaluator import Backend, Prepared
+from qsave.model import scorer
+from qsave.model.load import LoadedModel, load
+from qsave.scores import DimensionScore
+from qsave.spec import ScorerSpec
+
+
+class TransformersBackend(Backend):
+    """A loaded Qwen3-VL (transformers) scoring by rating-token logits (Sec. 4.2.2)."""
+
+    def __init__(self, loaded: LoadedModel, spec: ScorerSpec) -> None:
+        self.loaded, self.spec, self.info = loaded, spec, loaded.info
+        self.setup = scorer.ScoringSetup(loaded.model, loaded.processor, loaded.rating_ids,
+                                         spec.answer_format, spec.max_new_tokens)
+
+    @classmethod
+    def load(cls, spec: ScorerSpec) -> TransformersBackend:
+        return cls(load(spec), spec)
+
+    def score(self, items: Sequence[Prepared], dimensions: Sequence[Dimension],
+              explain: bool) -> list[dict[Dimension, DimensionScore]]:
+        videos = [scorer.VideoPrompt(item.video, item.result.prompt) for item in items]
+        run = scorer.explain if explain else scorer.score_shared
+        return run(self.setup, videos, dimensions)

@@ -1,0 +1,153 @@
+"""The scorer spec: everything that decides how a model scores, with its defaults written once.
+
+``qsave score`` and ``qsave serve`` flags, the server's config, the Ray actors and
+:meth:`qsave.Evaluator.from_pretrained` all build a :class:`ScorerSpec`; none restates a
+default. ``qsave train`` and ``qsave demo --train`` save the part a checkpoint was trained with
+(answer format, video preprocessing, rationale length, dimensions) as ``qsave_scorer.json``
+beside the weights; :func:`resolve_spec` reads it back, so a model is scored with the frames and
+answer format it was trained on (DESIGN.md, the scoring core). Explicit values still override
+it; a checkpoint without the file (the untuned hub model) gets the defaults.
+
+>>> spec = ScorerSpec()
+>>> spec.model, spec.backend, spec.answer_format.value, spec.video.mode, spec.max_new_tokens
+('tiny', 'transformers', 'rating-first', 'slowfast', 256)
+>>> ScorerSpec.from_dict(spec.to_dict()) == spec
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from qsave.dimensions import DIMENSIONS, Dimension
+from qsave.errors import ConfigError
+from qsave.prompts import AnswerFormat
+from qsave.video.inputs import VideoConfig
+
+TINY = "tiny"  # the model name that selects the embedded tiny Qwen3-VL
+SPEC_FILE = "qsave_scorer.json"  # saved beside every checkpoint qsave trains
+BACKENDS = ("transformers", "vllm")
+DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # names --dtype accepts
+CHECKPOINT_FIELDS = ("answer_format", "video", "max_new_tokens", "dimensions")  # what it saves
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """How to load a model and score with it; the CLI's model flags mirror the fields."""
+
+    model: str = TINY  # hub id, local directory, or "tiny" (the embedded tiny Qwen3-VL)
+    backend: str = "transformers"  # "transformers" or "vllm" (score-only, where installed)
+    revision: str | None = None  # hub revision (branch, tag or commit); None: the default
+    adapter: str | None = None  # a LoRA adapter (directory or hub id) applied to `model`
+    device: str | None = None  # None: cuda when available, else cpu (recorded in each row)
+    dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu (recorded in each row)
+    attn_implementation: str = "sdpa"  # transformers attention backend
+    answer_format: AnswerFormat = AnswerFormat.RATING_FIRST  # where the rating is read
+    video: VideoConfig = field(default_factory=VideoConfig)  # decoding, SlowFast, budget
+    max_new_tokens: int = 256  # rationale length limit in explain mode
+    dimensions: tuple[Dimension, ...] = DIMENSIONS  # scored when a call names none
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ConfigError(f"dtype {self.dtype!r} is not one of {list(DTYPES)}")
+        try:
+            object.__setattr__(self, "answer_format", AnswerFormat(self.answer_format))
+        except ValueError:
+            valid = ", ".join(f.value for f in AnswerFormat)
+            raise ConfigError(f"unknown answer format {self.answer_format!r}; valid: "
+                              f"{valid}") from None
+        if isinstance(self.video, dict):
+            object.__setattr__(self, "video", VideoConfig.from_dict(self.video))
+        object.__setattr__(self, "dimensions", parse_dimensions(self.dimensions))
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens ({self.max_new_tokens}) must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["answer_format"] = self.answer_format.value
+        values["dimensions"] = [d.value for d in self.dimensions]
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ScorerSpec:
+        """Inverse of :meth:`to_dict`; unknown keys raise and list the valid ones."""
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ConfigError(f"unknown scorer settings {unknown}; valid: {sorted(valid)}")
+        return cls(**values)
+
+    def checkpoint_dict(self) -> dict[str, Any]:
+        """The fields a trained checkpoint carries (``qsave_scorer.json``)."""
+        values = self.to_dict()
+        return {name: values[name] for name in CHECKPOINT_FIELDS}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write :meth:`checkpoint_dict` as ``directory/qsave_scorer.json``."""
+        path = Path(directory) / SPEC_FILE
+        path.write_text(json.dumps(self.checkpoint_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def parse_dimensions(dimensions: Any) -> tuple[Dimension, ...]:
+    """Dimensions in the canonical order, without repeats; None means all three."""
+    if dimensions is None:
+        return DIMENSIONS
+    chosen = {Dimension.parse(d) for d in dimensions}
+    if not chosen:
+        raise ConfigError("no dimension to score; valid dimensions: visual, dynamic, alignment")
+    return tuple(d for d in DIMENSIONS if d in chosen)
+
+
+def tiny_demo_dir() -> Path:
+    """Where ``qsave demo --train`` saves its checkpoint: ``$QSAVE_CACHE`` (default
+    ``~/.cache/qsave``) / ``tiny-demo``."""
+    return Path(os.environ.get("QSAVE_CACHE", Path.home() / ".cache" / "qsave")) / "tiny-demo"
+
+
+def checkpoint_dir(model: str) -> Path | None:
+    """The local checkpoint folder ``model`` names: a directory, or for ``"tiny"`` the demo's
+    cached trained checkpoint when there is one; None for a hub id or the random tiny model."""
+    if model == TINY:
+        cached = tiny_demo_dir()
+        return cached if (cached / "config.json").is_file() else None
+    return Path(model).resolve() if Path(model).is_dir() else None
+
+
+def checkpoint_settings(model: str) -> tuple[dict[str, Any], Path | None]:
+    """The checkpoint's saved scorer fields and the file they came from ({} and None if none)."""
+    folder = checkpoint_dir(model)
+    path = folder / SPEC_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return {}, None
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"cannot read the scorer settings {path}: {error}") from error
+    unknown = sorted(set(values) - set(CHECKPOINT_FIELDS)) if isinstance(values, dict) else None
+    if unknown is None or unknown:
+        raise ConfigError(f"{path}: expected an object with {list(CHECKPOINT_FIELDS)}, got "
+                          f"{values!r}")
+    return values, path
+
+
+def resolve_spec(model: str | None = None, **overrides: Any) -> tuple[ScorerSpec, Path | None]:
+    """The spec for ``model``: its checkpoint's saved settings over the defaults, then the
+    explicit ``overrides`` (None values are left out; ``video`` is a VideoConfig, or a dict of
+    its fields merged into the checkpoint's). Returns the spec and the settings file read."""
+    model = model or TINY
+    saved, source = checkpoint_settings(model)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    video = VideoConfig.from_dict(saved.get("video", {}))
+    extra = given.pop("video", None)
+    if isinstance(extra, VideoConfig):
+        video = extra
+    elif extra:
+        video = video.merged(extra)
+    return ScorerSpec.from_dict({**saved, **given, "model": model, "video": video}), source

@@ -1,0 +1,114 @@
+"""What SFT and GRPO share: the prepared-video cache, prompt messages, loading a model for
+training, and saving a stage's checkpoint with the scorer settings it was trained with.
+
+A saved checkpoint carries ``qsave_scorer.json`` (:mod:`qsave.spec`): its answer format and
+video preprocessing, so ``qsave score --model <checkpoint>`` scores it the way it was trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qsave.data.records import TrainingRecord
+from qsave.errors import ConfigError, ModelError
+from qsave.spec import TINY, ScorerSpec
+from qsave.train.config import ModelConfig
+from qsave.video.inputs import PreparedVideo, VideoConfig, prepare_video
+from qsave.video.inputs import video_content as run_items
+
+END_OF_TURN = "<|im_end|>"
+
+
+class VideoCache:
+    """Prepared (decoded, SlowFast-planned) videos by path: each video is decoded once."""
+
+    def __init__(self, config: VideoConfig | None = None) -> None:
+        self.config = config or VideoConfig()
+        self._items: dict[str, PreparedVideo] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, path: str) -> PreparedVideo:
+        if path not in self._items:
+            self._items[path] = prepare_video(path, self.config)
+        return self._items[path]
+
+    def put(self, path: str, video: PreparedVideo) -> None:
+        """Register an already prepared video (e.g. frames rendered in memory)."""
+        self._items[path] = video
+
+
+def prompt_messages(record: TrainingRecord, video: PreparedVideo) -> list[dict]:
+    """The record's messages without the answer, its video item expanded to one per run."""
+    messages = []
+    for message in record.messages:
+        if message["role"] == "assistant":
+            continue
+        content = message["content"]
+        if isinstance(content, list):
+            expanded = []
+            for item in content:
+                expanded += run_items(video) if item.get("type") == "video" else [item]
+            content = expanded
+        messages.append({"role": message["role"], "content": content})
+    return messages
+
+
+def load_for_training(config: ModelConfig, source: str | None = None) -> tuple[Any, Any]:
+    """(model, processor) from ``source`` (a stage checkpoint) or ``config.model``; LoRA
+    adapters added when configured, the vision tower frozen when asked."""
+    source = source or config.model
+    if source == TINY:
+        from qsave.model.tiny import build_tiny
+
+        model, processor = build_tiny(config.seed)
+    else:
+        from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+        try:
+            processor = AutoProcessor.from_pretrained(source)
+            model = Qwen3VLForConditionalGeneration.from_pretrained(source, dtype="auto")
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cannot load {source!r} for training: {error}") from error
+    model.train()
+    if config.freeze_vision:
+        model.model.visual.requires_grad_(False)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    if config.lora:
+        model = _with_lora(model, config)
+    return model, processor
+
+
+def _with_lora(model: Any, config: ModelConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    targets = rf"^model\.language_model\..*\.({'|'.join(config.lora_targets)})$"
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=targets)
+    return get_peft_model(model, lora)
+
+
+def save_model(model: Any, processor: Any, directory: str | Path, scorer: ScorerSpec) -> Path:
+    """Save a stage's result (merged LoRA weights, so the next stage and ``qsave score`` load
+    a plain checkpoint) with its processor and the scorer settings it was trained with."""
+    directory = Path(directory)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    scorer.save(directory)
+    return directory
+
+
+def use_bf16(config: ModelConfig) -> bool:
+    if config.bf16 is None:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if config.bf16 and not torch.cuda.is_available():
+        raise ConfigError("bf16 = true needs a CUDA device; set bf16: null or false on CPU")
+    return config.bf16

@@ -1,0 +1,37 @@
+"""Helpers shared by the tests (importable: pyproject puts tests/ on the path)."""
+
+from qsave.dimensions import DIMENSIONS
+from qsave.scores import DimensionScore, ItemError, VideoResult
+
+
+def evaluator_on(tiny, **spec):
+    """An Evaluator on ``tiny`` (transformers backend) with the given ScorerSpec fields."""
+    from qsave.evaluator import Evaluator
+    from qsave.model.backend import TransformersBackend
+    from qsave.model.load import TINY_RANDOM_ID, LoadedModel, rating_token_ids
+    from qsave.scores import ModelInfo
+    from qsave.spec import ScorerSpec
+
+    scorer = ScorerSpec(**spec)
+    ids = rating_token_ids(tiny.processor.tokenizer, scorer.answer_format)
+    info = ModelInfo(TINY_RANDOM_ID, None, "float32", "cpu")
+    return Evaluator(TransformersBackend(LoadedModel(tiny.model, tiny.processor, ids, info),
+                                         scorer))
+
+
+def score_row(video_id, scores=None, error=None, path=None, **fields):
+    """A ``qsave score`` row written by the one writer: ``scores`` maps dimension names to r̂
+    (all three at 0.5 by default), ``error`` a message (type VideoError)."""
+    values = scores if scores is not None else {d.value: 0.5 for d in DIMENSIONS}
+    typed = ItemError("VideoError", error) if error else None
+    result = VideoResult(video_id, path, fields.pop("content_hash", None),
+                         fields.pop("prompt", "p"), error=typed, **fields)
+    if error is None:
+        result.scores = {d: dimension_score(values[d.value]) for d in DIMENSIONS
+                         if d.value in values}
+    return result.to_record()
+
+
+def dimension_score(r_hat):
+    """A DimensionScore of r̂ (its other fields consistent with a flat distribution)."""
+    return DimensionScore(r_hat, 1 + 4 * r_hat, (0.2,) * 5, "Fair", 1.6094)
