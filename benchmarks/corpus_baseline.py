@@ -6,7 +6,7 @@ closed-form ridge regression fitted on the training clips predict the visual and
 of the held-out test clips. The clips are the demo's (``build_data``): its 240-clip corpus plus
 the train split of its 1200-clip pool, decoded with the demo's video settings. The printed
 SRCC/PLCC per dimension (of the 0..1 scores, a linear map of the MOS) is what the tiny
-Qwen3-VL of the demo (issue 7) should at least reach; its goal is 0.8.
+Qwen3-VL of the demo should at least reach; its goal is 0.8.
 
     python benchmarks/corpus_baseline.py --workdir /tmp/corpus-baseline
 """

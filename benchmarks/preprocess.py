@@ -7,7 +7,7 @@ prints ms per clip for
   (b) qsave's full preprocessing: ``prepare_video`` (decode + SlowFast + processor inputs),
   (c) keye-vl-utils 1.5.2 ``fetch_video({"video": path, "fps": 8})``, run in its own virtual
       environment (--keye-venv; --setup-keye creates it with pip, sharing this env's torch),
-and the ratios b/a (goal ≤ 1.15) and b/c (goal ≤ 0.6). Issue 3, item 6. It also prints a1, b1:
+and the ratios b/a (goal ≤ 1.15) and b/c (goal ≤ 0.6). It also prints a1, b1:
 the raw decode and ``prepare_video`` with one decoder thread (``DecodeConfig(threads=1)``), so
 that on a 2-core machine qsave's conversion thread has a core of its own, as it would on a
 machine with a core to spare (not measured here).

@@ -5,10 +5,12 @@ Qwen3-VL-8B architecture, random weights) — synthesizes a SlowFast clip with P
 shapes over a gradient, ``--seconds`` long), and measures videos/s for scoring visual, dynamic
 and alignment with (a) three independent full passes per video (the video encoded three times)
 and (b) the shared prefix (video encoded once, three suffixes continued from its KV cache), at
-each batch size. It prints the model-only time (inputs already on the device) and the end-to-end
-time (processor + model; decoding excluded), and the ratio independent / shared.
+each batch size. It prints the model-only time (inputs already on the device), the end-to-end
+time (processor + model; decoding excluded), and the ratio independent / shared; then the same
+batch through the whole scoring pipeline (``Evaluator.score_many`` on the prepared video: rows
+with per-item errors and retries), against the bare shared end-to-end time of the same run.
 
-Reference (issue 4): transformers' plain forward took 358 ms for three independent passes of such
+Reference: transformers' plain forward took 358 ms for three independent passes of such
 a clip and 143 ms with a shared, batched prefix (H100, bf16, sdpa). Goals at the 8B shape on one
 H100: shared ≥ 2.5× faster than independent, ≥ 12 videos/s.
 
@@ -29,10 +31,14 @@ import numpy as np
 import torch
 
 from qsave.dimensions import DIMENSIONS
+from qsave.evaluator import Evaluator, ScoreItem
 from qsave.model import scorer
-from qsave.model.load import rating_token_ids
+from qsave.model.backend import TransformersBackend
+from qsave.model.load import LoadedModel, rating_token_ids
 from qsave.model.tiny import build_processor, build_tiny, special_token_ids
 from qsave.prompts import AnswerFormat
+from qsave.scores import ModelInfo
+from qsave.spec import ScorerSpec
 from qsave.video.inputs import VideoConfig, prepare_video
 
 PROMPT = "A red ball bounces across a wooden table while the camera slowly pans to the right."
@@ -170,6 +176,13 @@ def measure(setup, video, batch: int, repeats: int) -> dict[str, float]:
         del encoded
         end_to_end = lambda m=mode: FORWARD[m](setup, ENCODE[m](setup, items, DIMENSIONS))  # noqa: E731
         result[f"{mode}_e2e"] = timed(end_to_end, setup.device, repeats)
+    evaluator = Evaluator(TransformersBackend(
+        LoadedModel(setup.model, setup.processor, setup.rating_ids,
+                    ModelInfo("benchmark", None, str(setup.model.dtype), str(setup.device))),
+        ScorerSpec(answer_format=setup.answer_format)))
+    pipeline_items = [ScoreItem(video, PROMPT, id=str(i)) for i in range(batch)]
+    result["pipeline"] = timed(lambda: list(evaluator.score_many(pipeline_items, batch_size=batch)),
+                               setup.device, repeats)
     result["max_score_gap"] = max(
         abs(x[d].score - y[d].score)
         for x, y in zip(scores["shared"], scores["independent"], strict=True)
@@ -186,6 +199,10 @@ def report(batch: int, r: dict[str, float]) -> None:
             f"videos/s)  shared {1e3 * sh:9.1f} ms ({batch / sh:7.2f} videos/s)  "
             f"ratio {ind / sh:5.2f}x"
         )
+    pipe, bare = r["pipeline"], r["shared_e2e"]
+    print(f"batch {batch:2d} pipeline: Evaluator.score_many {1e3 * pipe:9.1f} ms "
+          f"({batch / pipe:7.2f} videos/s)  bare shared e2e {1e3 * bare:9.1f} ms  "
+          f"ratio {pipe / bare:5.2f}x")
     print(
         f"batch {batch:2d} model-only matmul throughput: independent "
         f"{r['independent_tflops']:.3g} TFLOP/s, shared {r['shared_tflops']:.3g} TFLOP/s; "

@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from qsave.spec import ScorerSpec
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -380,23 +382,29 @@ def data_report(
 
 # --- score ---------------------------------------------------------------------------------
 # The model flags of `qsave score` and `qsave serve`: each defaults to None, meaning "the
-# checkpoint's saved setting, else ScorerSpec's default" (qsave.spec); no default is restated.
-_Model = Annotated[str | None, typer.Option(help="Hub id, checkpoint directory, or 'tiny' "
-                                            "[ScorerSpec: tiny].")]
-_Backend = Annotated[str | None, typer.Option(help="transformers, or vllm where installed "
-                                              "[ScorerSpec: transformers].")]
+# checkpoint's saved setting (qsave_scorer.json), else ScorerSpec's default"; the defaults shown
+# in --help are read from ScorerSpec, never restated.
+_SPEC = ScorerSpec()
+_Model = Annotated[str | None, typer.Option(
+    help=f"Hub id, checkpoint directory, or 'tiny' [default: {_SPEC.model}].")]
+_Backend = Annotated[str | None, typer.Option(
+    help=f"transformers, or vllm where installed [default: {_SPEC.backend}].")]
 _Revision = Annotated[str | None, typer.Option(help="Hub revision of --model.")]
 _Adapter = Annotated[str | None, typer.Option(help="LoRA adapter on --model.")]
-_Device = Annotated[str | None, typer.Option(help="cuda, cpu, … [cuda if any, else cpu].")]
-_Dtype = Annotated[str | None, typer.Option(help="bfloat16, float32 … [by device].")]
+_Device = Annotated[str | None, typer.Option(help="cuda, cpu, … [default: cuda if any, "
+                                             "else cpu].")]
+_Dtype = Annotated[str | None, typer.Option(help="bfloat16, float32 … [default: bfloat16 on "
+                                            "cuda, float32 on cpu].")]
 _AnswerFormat = Annotated[str | None, typer.Option(
-    help="rating-first or think-first [the checkpoint's, else rating-first].")]
+    help=f"rating-first or think-first [default: the checkpoint's, else "
+         f"{_SPEC.answer_format.value}].")]
 _VideoMode = Annotated[str | None, typer.Option(
-    help="Frames: slowfast or uniform [the checkpoint's, else slowfast].")]
+    help=f"Frames: slowfast or uniform [default: the checkpoint's, else {_SPEC.video.mode}].")]
 _VideoConfig = Annotated[Path | None, typer.Option(
     help="YAML/JSON of VideoConfig fields, merged over the checkpoint's video settings.")]
 _MaxNewTokens = Annotated[int | None, typer.Option(
-    help="Rationale length limit with --explain [the checkpoint's, else 256].")]
+    help=f"Rationale length limit with --explain [default: the checkpoint's, else "
+         f"{_SPEC.max_new_tokens}].")]
 
 
 def _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format, video_mode,
