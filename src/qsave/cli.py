@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from qsave.spec import ScorerSpec
+from qsave.video.slowfast import MODES
 
 app = typer.Typer(
     add_completion=False,
@@ -386,25 +387,25 @@ def data_report(
 # in --help are read from ScorerSpec, never restated.
 _SPEC = ScorerSpec()
 _Model = Annotated[str | None, typer.Option(
-    help=f"Hub id, checkpoint directory, or 'tiny' [default: {_SPEC.model}].")]
+    help=f"Hub id, checkpoint directory, or 'tiny' (default: {_SPEC.model}).")]
 _Backend = Annotated[str | None, typer.Option(
-    help=f"transformers, or vllm where installed [default: {_SPEC.backend}].")]
+    help=f"transformers, or vllm where installed (default: {_SPEC.backend}).")]
 _Revision = Annotated[str | None, typer.Option(help="Hub revision of --model.")]
 _Adapter = Annotated[str | None, typer.Option(help="LoRA adapter on --model.")]
-_Device = Annotated[str | None, typer.Option(help="cuda, cpu, … [default: cuda if any, "
-                                             "else cpu].")]
-_Dtype = Annotated[str | None, typer.Option(help="bfloat16, float32 … [default: bfloat16 on "
-                                            "cuda, float32 on cpu].")]
+_Device = Annotated[str | None, typer.Option(help="cuda, cpu, … (default: cuda if any, "
+                                             "else cpu).")]
+_Dtype = Annotated[str | None, typer.Option(help="bfloat16, float32 … (default: bfloat16 on "
+                                            "cuda, float32 on cpu).")]
 _AnswerFormat = Annotated[str | None, typer.Option(
-    help=f"rating-first or think-first [default: the checkpoint's, else "
-         f"{_SPEC.answer_format.value}].")]
+    help=f"rating-first or think-first (default: the checkpoint's, else "
+         f"{_SPEC.answer_format.value}).")]
 _VideoMode = Annotated[str | None, typer.Option(
-    help=f"Frames: slowfast or uniform [default: the checkpoint's, else {_SPEC.video.mode}].")]
+    help=f"Frames: {', '.join(MODES)} (default: the checkpoint's, else {_SPEC.video.mode}).")]
 _VideoConfig = Annotated[Path | None, typer.Option(
     help="YAML/JSON of VideoConfig fields, merged over the checkpoint's video settings.")]
 _MaxNewTokens = Annotated[int | None, typer.Option(
-    help=f"Rationale length limit with --explain [default: the checkpoint's, else "
-         f"{_SPEC.max_new_tokens}].")]
+    help=f"Rationale length limit with --explain (default: the checkpoint's, else "
+         f"{_SPEC.max_new_tokens}).")]
 
 
 def _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format, video_mode,
@@ -525,37 +526,73 @@ def _score_on_ray(items, out, spec, dims, explain, batch_size, ray_flags):
 
 
 # --- video ---------------------------------------------------------------------------------
+_VIDEO_JSON = Annotated[bool, typer.Option(
+    "--json", help="One JSON line per file (video, info, plan[, frames][, sheet]) instead of "
+    "tables.")]
+_VIDEO_FRAMES = Annotated[bool, typer.Option(
+    help="Also list every sampled frame: stream index, time, S/F, size, similarity.")]
+_VIDEO_SHEET = Annotated[Path | None, typer.Option(
+    help="Write a contact sheet PNG of the sampled frames, slow frames marked. With several "
+    "files, or when PATH is a directory or has no suffix, one <stem>.png per file inside PATH "
+    "(created).")]
+_PIPE_WIDTH = 1 << 16  # console width when stdout is not a terminal: no table cell is cut
+
+
 @app.command("video")
 def video_command(
     paths: Annotated[list[Path], typer.Argument(help="Video files to decode and plan.")],
-    mode: Annotated[str, typer.Option(help="Frames: slowfast or uniform.")] = "slowfast",
-    frames: Annotated[bool, typer.Option(help="Also list every frame (index, time, S/F).")] = False,
+    mode: Annotated[str | None, typer.Option(
+        help=f"Frames: {', '.join(MODES)} (default: {_SPEC.video.mode}).")] = None,
+    frames: _VIDEO_FRAMES = False,
+    json_lines: _VIDEO_JSON = False,
+    sheet: _VIDEO_SHEET = None,
 ) -> None:
-    """Decode and plan each video with the default VideoConfig; one JSON line per file."""
-    import dataclasses
+    """Decode and plan each video with the default VideoConfig (SlowFast, Sec. 4.2.1): a table
+    per file, or one JSON line with --json; exit code 1 when any file failed."""
     import json
 
+    from rich.markup import escape
+
     from qsave.errors import VideoError
+    from qsave.video import describe
     from qsave.video.inputs import VideoConfig, prepare_video
 
-    config, failed = VideoConfig(mode=mode), 0
-    for path in paths:
+    config, failed = VideoConfig(**_given(mode=mode)), 0
+    out = console if console.is_terminal else Console(width=_PIPE_WIDTH)
+    for path, target in zip(paths, _sheet_targets(paths, sheet), strict=True):
         try:
             prepared = prepare_video(path, config)
         except VideoError as error:
             failed += 1
-            print(json.dumps({"video": str(path), "error": str(error)}))
+            if json_lines:
+                print(json.dumps({"video": str(path), "error": str(error)}))
+            else:
+                out.print(f"[red]failed:[/red] {escape(str(path))}: {escape(str(error))}")
             continue
-        row = {"video": str(path), "info": dataclasses.asdict(prepared.info)}
-        row["plan"] = prepared.plan.summary()
-        if frames:
-            row["frames"] = [
-                [f.source_index, round(f.timestamp, 3), "S" if f.slow else "F"]
-                for f in prepared.plan.frames
-            ]
-        print(json.dumps(row))
+        written = describe.write_sheet(path, prepared, target) if target else None
+        if json_lines:
+            print(json.dumps(describe.video_row(path, prepared, frames, written)))
+        else:
+            describe.print_video(out, path, prepared, frames, written)
     if failed:
         raise SystemExit(1)
+
+
+def _sheet_targets(paths: list[Path], sheet: Path | None) -> list[Path | None]:
+    """Each file's contact sheet: ``sheet`` itself for one file, else ``sheet/<stem>.png``."""
+    if sheet is None:
+        return [None] * len(paths)
+    if len(paths) == 1 and sheet.suffix and not sheet.is_dir():
+        return [sheet]
+    targets = [sheet / f"{path.stem}.png" for path in paths]
+    clashes = sorted({str(t) for t in targets if targets.count(t) > 1})
+    if clashes:
+        raise typer.BadParameter(f"several files would write {clashes}; give them one at a "
+                                 "time", param_hint="--sheet")
+    return targets
+
+
+
 
 
 # --- train ---------------------------------------------------------------------------------
@@ -645,11 +682,14 @@ def demo(
         bool, typer.Option(help="Also train the tiny model through the three stages (CPU).")
     ] = False,
     minutes: Annotated[float, typer.Option(help="Training budget with --train.")] = 10.0,
+    ablation: Annotated[bool, typer.Option(
+        help="With --train: also train stage 1 w/o SlowFast at the same tokens (Table 4).")]
+    = False,
 ) -> None:
     """Synthesize clips and score the held-out ones with the embedded tiny model."""
     from qsave.demo import run_demo
 
-    run_demo(out, console, train=train, minutes=minutes)
+    run_demo(out, console, train=train, minutes=minutes, ablation=ablation)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ def run_demo(
     corpus: SynthConfig = DEMO_CORPUS,
     train: bool = False,
     minutes: float = 10.0,
+    ablation: bool = False,
 ) -> None:
     """Synthesize ``corpus`` under ``workdir`` and score its test clips with the tiny model
     (after training it through the three stages when ``train``; the clips then follow the
@@ -39,7 +40,7 @@ def run_demo(
     if train:
         from qsave.demo_recipe import DemoConfig, train_demo
 
-        config = DemoConfig(minutes=minutes)
+        config = DemoConfig(minutes=minutes, ablation=ablation)
         train_demo(workdir / "train", console, config=config, checkpoint_dir=tiny_demo_dir())
         corpus = replace(corpus, kinds=config.kinds, every_dimension=config.every_dimension)
     written = write_corpus(workdir / "corpus", corpus)

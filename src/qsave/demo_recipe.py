@@ -27,12 +27,13 @@ rating-first without generation. The result is cached: a second run only scores.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,16 +101,16 @@ class DemoConfig:
     cooloff_records: int = 600  # at most this many train/RL records are sampled from
     max_new_tokens: int = 48  # rationale length in rollouts and stage 1–2 scoring
     threads: int = 2  # torch CPU threads
-    video_mode: str = "uniform"  # frame selection (qsave.video): uniform (all 16 frames, full
-    # size) or slowfast
-    uniform_fps: float = 8.0  # frames per second in the uniform mode (all frames, full size)
+    video_mode: str = "slowfast"  # frame selection (qsave.video.VideoConfig.mode), the paper's
+    ablation: bool = False  # also train stage 1 w/o SlowFast at the same tokens (Table 4)
+    ablation_mode: str = "uniform-matched"  # the frames of that row: all 16 at one size
 
     def scaled(self, steps: int) -> int:
         return max(1, round(steps * self.minutes / 10.0))
 
-    def video(self) -> VideoConfig:
-        """The frames the model is trained and scored on."""
-        return VideoConfig(mode=self.video_mode, uniform_fps=self.uniform_fps)
+    def video(self, mode: str | None = None) -> VideoConfig:
+        """The frames the model is trained and scored on (or those of ``mode``)."""
+        return VideoConfig(mode=mode or self.video_mode)
 
     def synth(self, n: int, seed: int) -> SynthConfig:
         """The synthetic corpus design of the demo, for ``n`` clips from ``seed``."""
@@ -323,7 +324,8 @@ def score_test(model: Any, processor: Any, data: DemoData, fmt: AnswerFormat, st
                config: DemoConfig) -> list[StageScore]:
     """Score the test clips through qsave's scoring pipeline in the stage's answer format
     (think-first: after a generated analysis; rating-first: score-only)."""
-    evaluator = in_memory_evaluator(model.eval(), processor, demo_spec(config, fmt))
+    spec = replace(demo_spec(config, fmt), video=data.videos.config)
+    evaluator = in_memory_evaluator(model.eval(), processor, spec)
     targets = clip_targets(data.test)
     by_video = {r.video: r.prompt for r in data.test}
     paths = sorted(targets)
@@ -363,6 +365,19 @@ def _safe(metric: Any, pred: list[float], truth: list[float]) -> float:
     """A correlation, 0.0 when the predictions are constant (the collapsed case)."""
     value = metric(pred, truth) if len(set(pred)) > 1 else 0.0
     return 0.0 if math.isnan(value) else float(value)
+
+
+def ablation_stage(model: Any, processor: Any, probe: VisionProbe, data: DemoData,
+                   config: DemoConfig, log: Any) -> list[StageScore]:
+    """Table 4's "w/o SlowFast" row: stage 1 on copies of the warmed-up model and probe, with
+    the frames of ``ablation_mode`` (the same 8 fps frames at one size within the SlowFast
+    plan's tokens), scored on the same test clips."""
+    frames = replace(data, videos=VideoCache(config.video(config.ablation_mode)))
+    model, probe = copy.deepcopy(model), copy.deepcopy(probe)
+    sft_stage(model, processor, frames.train, frames, config, AnswerFormat.THINK_FIRST,
+              config.scaled(config.sft_steps), probe, log, "stage 1 SFT w/o SlowFast")
+    return _logged(log, score_test(model, processor, frames, AnswerFormat.THINK_FIRST,
+                                   f"1 SFT w/o SlowFast ({config.ablation_mode})", config))
 
 
 # ---- GRPO + cool-off ---------------------------------------------------------------------
@@ -485,6 +500,9 @@ def _train(workdir: Path, config: DemoConfig, log: Any) -> DemoReport:
     probe = warm_up_vision(model, processor, data, config, log)
     report.scores += _logged(log, probe_scores(model, probe, processor, data))
     lap("vision warm-up (demo-only)")
+    if config.ablation:
+        report.scores += ablation_stage(model, processor, probe, data, config, log)
+        lap("stage 1 w/o SlowFast (ablation)")
     sft_stage(model, processor, data.train, data, config, AnswerFormat.THINK_FIRST,
               config.scaled(config.sft_steps), probe, log, "stage 1 SFT")
     lap("stage 1 SFT")

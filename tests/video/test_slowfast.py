@@ -1,4 +1,5 @@
-"""SlowFast labelling and token budget (issue 3, items 2 and 7)."""
+"""SlowFast labelling (the ncc measure and keye's rule) and the two token budgets (Sec. 4.2.1,
+Appendix A)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from qsave.video.slowfast import (
     SizeForecast,
     SlowFastConfig,
     choose_sizes,
-    fast_target,
     fit_size,
     get_mode,
     label_thumbnails,
@@ -31,7 +31,7 @@ from qsave.video.slowfast import (
 )
 
 H, W, P = 168, 224, 28  # a 6 × 8 grid of 28-px patches: the thumbnail is the frame itself
-KEYE = SlowFastConfig(similarity_patch=28)  # keye-vl-utils' exact thumbnail geometry
+KEYE = SlowFastConfig(similarity="keye", similarity_patch=28)  # keye-vl-utils' exact rule
 
 
 def test_thumbnail_of_a_keye_sized_frame_is_the_frame():
@@ -57,9 +57,9 @@ def test_default_half_resolution_grid_gives_the_same_labels():
     frames = np.stack(
         [stripes(0)] * 3 + [stripes(0, vertical=False)] * 2 + [stripes(8, vertical=False)]
     )
-    default = plan_slowfast(frames, np.arange(6) / 8)
+    half = plan_slowfast(frames, np.arange(6) / 8, SlowFastConfig(similarity="keye"))
     keye = plan_slowfast(frames, np.arange(6) / 8, KEYE)
-    assert default.slow == keye.slow == (True, False, False, True, False, True)
+    assert half.slow == keye.slow == (True, False, False, True, False, True)
 
 
 @pytest.mark.parametrize(("changed", "slow"), [(4, False), (5, True)])
@@ -91,7 +91,7 @@ def test_black_patches_are_left_out():
 def test_threshold_is_configurable():
     frames = np.stack([stripes(0), stripes(3)])  # cosine 11/14 = 0.79 on every patch
     assert label_thumbnails(frames, KEYE)[0] == (True, False)
-    strict = SlowFastConfig(similarity_patch=28, patch_similarity=0.8)
+    strict = SlowFastConfig(similarity="keye", similarity_patch=28, patch_similarity=0.8)
     assert label_thumbnails(frames, strict)[0] == (True, True)
 
 
@@ -128,34 +128,47 @@ def test_fit_size_extreme_aspect_ratio_stays_within_tokens():
 
 
 def _tight(plan, height, width, config):
-    """No larger slow size (same rule for its fast size) fits the budget."""
+    """No larger slow size fits the slow budget (and its cap), and no larger fast size (never
+    above the slow size) fits the fast budget."""
     runs = runs_of(plan.slow)
-    for target in range(plan.slow_tokens + 1, config.max_slow_tokens + 1):
-        slow = fit_size(height, width, target)
-        if tokens_of(slow) <= plan.slow_tokens:  # not larger than the chosen size
-            continue
-        fast = fit_size(height, width, fast_target(tokens_of(slow), config))
-        cost = plan_cost(runs, tokens_of(slow), tokens_of(fast), config.temporal_patch)
-        if cost <= config.token_budget:
+    slow_patches = plan_cost([r for r in runs if r.slow], 1, 1, config.temporal_patch)
+    fast_patches = plan_cost([r for r in runs if not r.slow], 1, 1, config.temporal_patch)
+    for target in range(1, config.max_slow_tokens + 1):
+        size = tokens_of(fit_size(height, width, target))
+        if size > plan.slow_tokens and slow_patches * size <= config.slow_budget:
+            return False
+        if (plan.fast_tokens < size <= plan.slow_tokens
+                and fast_patches * size <= config.fast_budget):
             return False
     return True
 
 
-def test_budget_is_never_exceeded_and_tight():
+def test_budgets_are_never_exceeded_and_tight():
     rng = np.random.default_rng(0)
     for trial in range(60):
         n = int(rng.integers(1, 60))
         height, width = (int(x) for x in rng.integers(40, 1400, 2))
         slow = (True, *(bool(x) for x in rng.random(n - 1) < rng.random()))
-        config = SlowFastConfig(token_budget=int(rng.integers(n, 12000)))
+        config = SlowFastConfig(slow_budget=int(rng.integers(n, 12000)),
+                                fast_budget=int(rng.integers(n, 4000)))
         plan = make_plan((height, width), np.arange(n) / 8, None, slow, (1.0,) * n, config)
-        assert plan.num_tokens <= config.token_budget, trial
-        assert plan.num_tokens == plan_cost(
-            runs_of(slow), plan.slow_tokens, plan.fast_tokens, config.temporal_patch
-        )
+        runs = runs_of(slow)
+        slow_cost = plan_cost([r for r in runs if r.slow], plan.slow_tokens, 0, 2)
+        fast_cost = plan_cost([r for r in runs if not r.slow], 0, plan.fast_tokens, 2)
+        assert slow_cost <= config.slow_budget and fast_cost <= config.fast_budget, trial
+        assert plan.num_tokens == slow_cost + fast_cost
         assert plan.fast_tokens <= plan.slow_tokens <= config.max_slow_tokens
-        assert plan.fast_tokens <= max(fast_target(plan.slow_tokens, config), 1)
         assert _tight(plan, height, width, config), (trial, plan)
+
+
+def test_appendix_a_budgets_on_a_720p_clip():
+    # 80 frames: 4 slow (4 runs of one) and 76 fast (4 runs of 19): 4 + 40 temporal patches
+    slow = tuple(i % 20 == 0 for i in range(80))
+    plan = make_plan((720, 1280), np.arange(80) / 8, None, slow, (1.0,) * 80, SlowFastConfig())
+    assert plan.slow_size == fit_size(720, 1280, 768) == (640, 1152)  # 4 × 720 ≤ 8192: capped
+    assert plan.fast_size == (160, 320) and 40 * plan.fast_tokens <= 2048  # 40 fast patches
+    assert _tight(plan, 720, 1280, SlowFastConfig())
+    assert plan.summary()["slow_budget"] == 8192 and plan.summary()["fast_budget"] == 2048
 
 
 def test_single_frame_runs_are_paid_as_whole_temporal_patches():
@@ -165,13 +178,13 @@ def test_single_frame_runs_are_paid_as_whole_temporal_patches():
 
 def test_budget_too_small_for_the_frames_is_a_config_error():
     frames = np.zeros((8, 64, 64, 3), np.uint8)
-    with pytest.raises(ConfigError, match=r"token_budget \(3\) cannot hold 8 frames"):
-        plan_uniform(frames, np.arange(8) / 8, SlowFastConfig(token_budget=3))
+    with pytest.raises(ConfigError, match=r"slow_budget 3, fast_budget 2048\) cannot hold 8"):
+        plan_uniform(frames, np.arange(8) / 8, SlowFastConfig(slow_budget=3))
 
 
 def test_uniform_plan_is_one_run_at_one_size():
     frames = np.zeros((6, 720, 1280, 3), np.uint8)
-    plan = plan_uniform(frames, np.arange(6) / 2, SlowFastConfig(token_budget=600))
+    plan = plan_uniform(frames, np.arange(6) / 2, SlowFastConfig(slow_budget=600))
     assert plan.slow == (True,) * 6 and len(plan.runs) == 1
     assert plan.num_tokens == 3 * plan.slow_tokens <= 600
     assert plan.slow_tokens > 600 // 3 - 30  # tight up to the 32-px grid
@@ -191,7 +204,7 @@ def test_plan_reports_every_frame():
 
 def test_modes_registry():
     assert get_mode("slowfast").needs_thumbnails and not get_mode("uniform").needs_thumbnails
-    with pytest.raises(ConfigError, match=r"available modes = \['slowfast', 'uniform'\]"):
+    with pytest.raises(ConfigError, match=r"available modes = \['slowfast', 'uniform', 'uni"):
         get_mode("keyframes")
     with pytest.raises(ConfigError, match="already registered"):
         register_mode("uniform", get_mode("uniform"))
@@ -200,8 +213,10 @@ def test_modes_registry():
 def test_config_is_validated():
     with pytest.raises(ConfigError, match=r"frame_similarity \(1.5\)"):
         SlowFastConfig(frame_similarity=1.5)
-    with pytest.raises(ConfigError, match="token_budget"):
-        SlowFastConfig(token_budget=0)
+    with pytest.raises(ConfigError, match="fast_budget"):
+        SlowFastConfig(fast_budget=0)
+    with pytest.raises(ConfigError, match="unknown frame similarity 'cosine'; valid: keye, ncc"):
+        SlowFastConfig(similarity="cosine")
 
 
 def test_runs_of_covers_every_frame():
@@ -214,7 +229,8 @@ def test_runs_of_covers_every_frame():
 def test_size_forecast_extends_the_last_run_to_the_expected_count():
     # A budget that binds: the guess for each frame is the plan of the labels so far, the last
     # run running to the expected 6 frames; it misses until the last run has started.
-    config = SlowFastConfig(similarity_patch=28, token_budget=400, min_fast_tokens=1)
+    config = SlowFastConfig(similarity="keye", similarity_patch=28, slow_budget=400,
+                            fast_budget=100)
     thumbs = [stripes(0)] * 3 + [stripes(0, vertical=False)] * 3  # S F F S F F
     forecast = SizeForecast(Labeler(config))
     guesses = [forecast(t, (720, 1280), 6) for t in thumbs]

@@ -575,18 +575,21 @@ class SampledFrames:
         turned = self.info.rotation % 180 != 0
         return (frame.width, frame.height) if turned else (frame.height, frame.width)
 
-    def to_rgb(self, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """Every frame as (h, w, 3) uint8 RGB at its display size ``sizes[i]`` (height, width).
+    def to_rgb(self, sizes: Sequence[tuple[int, int]],
+               positions: Sequence[int] | None = None) -> list[np.ndarray]:
+        """The frames at ``positions`` (default: all) as (h, w, 3) uint8 RGB, each at its
+        display size ``sizes[i]`` (height, width).
 
         A frame converted during decoding at that size is reused; the others convert now.
         """
-        if len(sizes) != len(self.frames):
-            raise ValueError(f"{len(sizes)} sizes for {len(self.frames)} frames")
+        positions = range(len(self.frames)) if positions is None else positions
+        if len(sizes) != len(positions):
+            raise ValueError(f"{len(sizes)} sizes for {len(positions)} frames")
         early = self.early or [None] * len(self.frames)
         return [
-            rgb if rgb is not None and rgb.shape[:2] == tuple(size)
-            else _to_rgb_size(frame, tuple(size), self.info.rotation, self.convert)
-            for frame, rgb, size in zip(self.frames, early, sizes, strict=True)
+            early[i] if early[i] is not None and early[i].shape[:2] == tuple(size)
+            else _to_rgb_size(self.frames[i], tuple(size), self.info.rotation, self.convert)
+            for i, size in zip(positions, sizes, strict=True)
         ]
 
 

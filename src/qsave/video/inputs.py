@@ -45,20 +45,23 @@ TIMESTAMP_TICKS = 1000  # VideoMetadata.fps: frames_indices are timestamps in mi
 class VideoConfig:
     """The whole video preprocessing: decoding, frame selection and token budget."""
 
-    mode: str = "slowfast"  # "slowfast" (paper) or "uniform" (the w/o-SlowFast baseline)
+    mode: str = "slowfast"  # "slowfast" (paper); "uniform" (qwen-vl-utils' baseline at
+    # uniform_fps); "uniform-matched" / "uniform-slow-size" (w/o SlowFast at its token count)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # 8 fps sampling, caps
     slowfast: SlowFastConfig = field(default_factory=SlowFastConfig)  # thresholds, budget
-    uniform_fps: float = 2.0  # sampling rate of the uniform mode (qwen-vl-utils' default)
+    uniform_fps: float = 2.0  # sampling rate of the "uniform" mode (qwen-vl-utils' default)
 
     def __post_init__(self) -> None:
         get_mode(self.mode)  # raises ConfigError listing the valid modes
         if self.uniform_fps <= 0:
             raise ConfigError(f"uniform_fps ({self.uniform_fps}) must be positive")
-        if self.slowfast.token_budget < self.decode.max_frames:
-            raise ConfigError(
-                f"token_budget ({self.slowfast.token_budget}) must be at least max_frames "
-                f"({self.decode.max_frames}): every frame may be its own run of one token"
-            )
+        least = self.decode.max_frames  # every frame may be a run of its own, one token each
+        for name in ("slow_budget", "fast_budget"):
+            if getattr(self.slowfast, name) < least:
+                raise ConfigError(
+                    f"{name} ({getattr(self.slowfast, name)}) must be at least max_frames "
+                    f"({least}): every frame may be its own run of one token"
+                )
 
     def decode_config(self) -> DecodeConfig:
         """The decoding settings of this mode (the uniform mode samples at ``uniform_fps``)."""
@@ -151,9 +154,11 @@ def plan_sampled(
     else:
         mode = get_mode(config.mode)
         slow, similarity = mode.label(sampled.thumbnails, len(sampled.frames), config.slowfast)
-    return make_plan(
+    plan = make_plan(
         sampled.size, sampled.timestamps, sampled.source_indices, slow, similarity, config.slowfast
     )
+    derive = get_mode(config.mode).derive
+    return derive(plan, *sampled.size, config.slowfast) if derive is not None else plan
 
 
 def prepare_video(
@@ -163,10 +168,11 @@ def prepare_video(
     mode = get_mode(config.mode)
     thumbs = (lambda h, w: thumbnail_size(h, w, config.slowfast)) if mode.needs_thumbnails else None
     labeler = mode.streaming(config.slowfast) if mode.streaming and thumbs else None
-    forecast = SizeForecast(labeler) if labeler is not None else None
+    forecast = SizeForecast(labeler) if labeler is not None and mode.derive is None else None
     sampled = sample_frames(source, config.decode_config(), thumbs, forecast)
     plan = plan_sampled(sampled, config, labeler)
-    rgb = sampled.to_rgb([plan.slow_size if slow else plan.fast_size for slow in plan.slow])
+    sizes = [plan.slow_size if slow else plan.fast_size for slow in plan.slow]
+    rgb = sampled.to_rgb(sizes, plan.positions)
     items = [_run_item(rgb, sampled.info, plan, run) for run in plan.runs]
     return PreparedVideo(
         videos=[video for video, _ in items],

@@ -1,27 +1,40 @@
-"""SlowFast frame selection and token budget (paper Sec. 4.2.1; Keye-VL 1.5, keye-vl-utils 1.5.2).
+"""SlowFast frame selection and token budgets (paper Sec. 4.2.1, Appendix A).
 
-Frame similarity is the fraction of similar patches between a frame and the most recent slow
-frame, computed on a downscaled HSV copy (OpenCV's 8-bit ``cvtColor``, the conversion
-keye-vl-utils uses) cut into a grid of at most 256 patches: a patch is
-similar when the cosine of the two HSV patch vectors exceeds 0.7, and patches that are
-(near-)black in both frames are left out (keye-vl-utils ``get_frame_sim``). Keye's thumbnail has
-28-px patches; ours keeps the same grid at half the resolution (14-px patches,
-``similarity_patch``), which cut the similarity cost 4× while changing the similarities of our
-benchmark clips by at most 0.004; ``similarity_patch=28`` gives keye's exact geometry.
+The first sampled frame is slow; each later frame is compared with the most recent slow frame,
+and it is fast when their *frame similarity* — the fraction of similar patches, on a thumbnail
+cut into at most 256 patches of ``similarity_patch`` px — exceeds ``frame_similarity`` (0.9,
+Sec. 4.2.1; Appendix A's 0.95 is one setting away); otherwise it becomes the new slow frame.
 
-The first frame is slow; a frame whose similarity exceeds 0.9 (Sec. 4.2.1; Appendix A lists
-95 %, so it is configurable) is fast, otherwise it becomes the new slow frame (Keye's
-``extract_slow_fast_frames``).
+Which patches are similar is a registered measure (``SIMILARITIES``):
 
-Token budget: slow frames get the largest size such that the exact number of video tokens fits
-the budget, with ``T_fast = max(floor(0.3 · T_slow), min_fast_tokens)`` tokens for fast frames
-(never more than ``T_slow``). Sizes are multiples of 32 px (Qwen3-VL's patch 16 × merge 2) with
-the aspect ratio kept, never above the frame's own size. Qwen3-VL merges two consecutive frames
-into one temporal patch, and every run of consecutive same-type frames becomes its own video item
-(``qsave.video.inputs``), so a run of ``L`` frames at ``h × w`` costs ``ceil(L / 2) · (h/32) ·
-(w/32)`` tokens; the budget is checked on that exact count. keye-vl-utils' binary search returns
-the first size *over* its budget; ours returns the largest size within it, and the next larger
-size exceeds it.
+* ``ncc`` (default): the normalised cross-correlation (mean-centred cosine) of the two patches'
+  RGB values above ``patch_correlation``; flat patches, which have no correlation, compare by
+  colour. Chosen by measurement on clips with known events (``tests/video/test_events.py``):
+  a slow frame at every hard cut and colour inversion, every frame of a random-noise segment
+  slow, exactly one slow frame in a static shot and under a small moving object, more slow
+  frames for a fast pan than a slow one.
+* ``keye``: keye-vl-utils' ``get_frame_sim`` — the plain cosine of uint8 HSV patch vectors
+  above 0.7, black patches left out. Vectors with only non-negative entries almost always have
+  a cosine above 0.7 (two independent noise patches ≈ 0.75), so it finds none of the events
+  above: every generated clip gets a single slow frame. Kept for comparison.
+
+Keye's thumbnail has a grid of at most 256 patches of 28 px; ours keeps the same grid at a
+quarter of the resolution (7-px patches, box-blurred over 5 px for ``ncc``), which the decoder
+makes cheaply; ``similarity="keye", similarity_patch=28`` is keye's exact rule.
+
+Budgets (Appendix A, "8192/2048 × 32 × 32"): slow frames share ``slow_budget`` = 8192 tokens
+and fast frames ``fast_budget`` = 2048 tokens (a token is a 32×32-px patch: Qwen3-VL's patch 16
+× spatial merge 2). Each kind is given the largest size, a multiple of 32 px with the aspect
+kept, whose exact token count fits its budget; slow frames at most ``max_slow_tokens`` (768)
+each, fast frames never larger than slow ones, never above the frame's own size. Qwen3-VL
+merges two consecutive frames into one temporal patch and every run of consecutive same-type
+frames is its own video item (``qsave.video.inputs``), so a run of ``L`` frames at ``h × w``
+costs ``ceil(L / 2) · (h/32) · (w/32)`` tokens; the budgets are checked on that exact count.
+
+The "w/o SlowFast" ablation of Table 4 compares at a fixed budget with the modes
+``uniform-matched`` (the same 8 fps frames, all at one size, within the SlowFast plan's token
+count) and ``uniform-slow-size`` (evenly spread frames at the slow size, as many as that count
+pays for); ``uniform`` is qwen-vl-utils' own baseline (2 fps, ``slow_budget``).
 
 >>> fit_size(720, 1280, max_tokens=100)
 (224, 416)
@@ -29,20 +42,20 @@ size exceeds it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import cv2
 import numpy as np
 
 from qsave.errors import ConfigError
+from qsave.registry import Registry
 
 SIZE_FACTOR = 32  # Qwen3-VL: patch 16 × spatial merge 2 → one token per 32×32 pixels
 TEMPORAL_PATCH = 2  # Qwen3-VL merges 2 consecutive frames into one temporal patch
-KEYE_FACTOR = 28  # keye-vl-utils' IMAGE_FACTOR: similarity patches and thumbnail grid
-# keye's VIDEO_MIN_TOKENS = 48 tokens of 28² px ≈ 36.75 tokens of 32² px
-MIN_FAST_TOKENS = math.floor(48 * KEYE_FACTOR**2 / SIZE_FACTOR**2)  # 36
 
 
 @dataclass(frozen=True)
@@ -50,30 +63,39 @@ class SlowFastConfig:
     """Slow/fast labelling and token budget (paper Sec. 4.2.1, Appendix A)."""
 
     frame_similarity: float = 0.9  # a frame is fast when its similarity exceeds this
-    patch_similarity: float = 0.7  # a patch is similar when the HSV cosine exceeds this
+    similarity: str = "ncc"  # the patch measure: "ncc" or "keye" (SIMILARITIES)
+    patch_correlation: float = 0.5  # ncc: textured patches are similar above this correlation
+    similarity_blur: int = 5  # ncc: box blur (thumbnail px) first, so that a few pixels of
+    # camera shake or fine texture do not count as new content
+    flat_std: float = 4.0  # ncc: a patch whose std (0–255) is below this is flat …
+    flat_tolerance: float = 12.0  # … and is similar to a patch of std < 2·flat_std whose
+    # channel means differ by at most this (0–255)
+    patch_similarity: float = 0.7  # keye: a patch is similar when the HSV cosine exceeds this
     black_level: float = (
-        8.0  # patches whose mean V (0–255) is below this in both frames are left out
+        8.0  # keye: patches whose mean V (0–255) is below this in both frames are left out
     )
-    similarity_patch: int = 14  # patch side on the thumbnail (keye: 28; see the module doc)
+    similarity_patch: int = 7  # patch side on the thumbnail (keye: 28; see the module doc)
     similarity_max_patches: int = 256  # thumbnail grid cap (keye: 256 patches of 28 px)
     similarity_min_patches: int = 48  # thumbnail grid floor (keye: 48 patches of 28 px)
-    token_budget: int = 8192  # video tokens for the whole clip (Appendix A: 8192 × 32 × 32 px)
-    max_slow_tokens: int = 768  # per-frame cap for slow frames (Qwen3-VL's 768 tokens per frame)
-    fast_ratio: float = 0.3  # T_fast = max(floor(fast_ratio · T_slow), min_fast_tokens)
-    min_fast_tokens: int = MIN_FAST_TOKENS  # floor on fast-frame tokens (keye's 48 × 28² px)
+    slow_budget: int = 8192  # video tokens of all slow frames (Appendix A: 8192 × 32 × 32 px)
+    fast_budget: int = 2048  # video tokens of all fast frames (Appendix A: 2048 × 32 × 32 px)
+    max_slow_tokens: int = 768  # per-frame cap (Qwen3-VL's 768 tokens per frame); fast frames
+    # are never larger than slow ones
     size_factor: int = SIZE_FACTOR  # sizes are multiples of this (patch 16 × merge 2)
     temporal_patch: int = TEMPORAL_PATCH  # frames per temporal patch
 
     def __post_init__(self) -> None:
-        for name in ("frame_similarity", "patch_similarity", "fast_ratio"):
+        SIMILARITIES.lookup(self.similarity)  # an unknown measure lists the valid ones
+        for name in ("frame_similarity", "patch_similarity"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f"{name} ({value}) must be in [0, 1]")
-        for name in ("token_budget", "max_slow_tokens", "min_fast_tokens", "size_factor"):
+        for name in ("slow_budget", "fast_budget", "max_slow_tokens", "size_factor"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} ({getattr(self, name)}) must be at least 1")
-        if self.temporal_patch < 1 or self.similarity_patch < 1:
-            raise ConfigError("temporal_patch and similarity_patch must be at least 1")
+        if self.temporal_patch < 1 or self.similarity_patch < 1 or self.similarity_blur < 1:
+            raise ConfigError("temporal_patch, similarity_patch and similarity_blur must be at "
+                              "least 1")
 
     def to_dict(self) -> dict:
         """The settings as plain values, for output records."""
@@ -116,7 +138,10 @@ class SlowFastPlan:
     slow_tokens: int  # tokens per temporal patch at slow_size
     fast_tokens: int  # tokens per temporal patch at fast_size
     num_tokens: int  # exact video tokens of all runs, temporal padding included
-    token_budget: int
+    slow_budget: int  # what the slow frames' tokens had to fit
+    fast_budget: int  # what the fast frames' tokens had to fit
+    positions: tuple[int, ...]  # which of the sampled frames the plan keeps (all but in
+    # uniform-slow-size)
     temporal_patch: int = TEMPORAL_PATCH
 
     @property
@@ -138,8 +163,11 @@ class SlowFastPlan:
             "runs": len(self.runs),
             "slow_size": list(self.slow_size),
             "fast_size": list(self.fast_size),
+            "slow_tokens": self.slow_tokens,
+            "fast_tokens": self.fast_tokens,
             "num_tokens": self.num_tokens,
-            "token_budget": self.token_budget,
+            "slow_budget": self.slow_budget,
+            "fast_budget": self.fast_budget,
         }
 
 
@@ -161,6 +189,7 @@ def runs_of(slow: tuple[bool, ...] | list[bool]) -> list[Run]:
 # --- sizes ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def fit_size(
     height: int, width: int, max_tokens: int, factor: int = SIZE_FACTOR
 ) -> tuple[int, int]:
@@ -193,15 +222,9 @@ def tokens_of(size: tuple[int, int], factor: int = SIZE_FACTOR) -> int:
     return (size[0] // factor) * (size[1] // factor)
 
 
-def fast_target(slow_tokens: int, config: SlowFastConfig) -> int:
-    """T_fast = max(floor(ratio · T_slow), min_fast_tokens), capped at T_slow.
-
-    >>> fast_target(768, SlowFastConfig())
-    230
-    """
-    return min(
-        slow_tokens, max(math.floor(config.fast_ratio * slow_tokens), config.min_fast_tokens)
-    )
+def run_cost(runs: list[Run], slow: bool, tokens: int, temporal_patch: int) -> int:
+    """Tokens of the runs of one type (slow or fast) at ``tokens`` per temporal patch."""
+    return plan_cost([r for r in runs if r.slow == slow], tokens, tokens, temporal_patch)
 
 
 def plan_cost(runs: list[Run], slow_tokens: int, fast_tokens: int, temporal_patch: int) -> int:
@@ -212,34 +235,52 @@ def plan_cost(runs: list[Run], slow_tokens: int, fast_tokens: int, temporal_patc
     )
 
 
-def _sizes(height: int, width: int, target: int, config: SlowFastConfig):
-    slow_size = fit_size(height, width, target, config.size_factor)
-    slow_tokens = tokens_of(slow_size, config.size_factor)
-    fast_size = fit_size(height, width, fast_target(slow_tokens, config), config.size_factor)
-    return slow_size, fast_size
+def largest_size(height: int, width: int, patches: int, budget: int, cap: int,
+                 factor: int = SIZE_FACTOR, targets: int | None = None) -> tuple[int, int] | None:
+    """The frame size with the most tokens (at most ``cap``) whose ``patches`` temporal
+    patches fit ``budget`` tokens, among the sizes ``fit_size`` gives for targets up to
+    ``targets`` (default ``cap``); None when even one token per frame does not fit.
+
+    Rounding to the 32-px grid makes tokens non-monotonic in the target, so every target is
+    tried from the top until no smaller one can beat the best size found (a target of ``t``
+    gives at most ``t`` tokens): a few hundred cheap evaluations at most.
+
+    >>> largest_size(720, 1280, patches=10, budget=2048, cap=768)  # 10 × 190 tokens
+    (320, 608)
+    """
+    best, best_tokens = None, 0
+    for target in range(targets or cap, 0, -1):
+        if target <= best_tokens:
+            break
+        size = fit_size(height, width, target, factor)
+        tokens = tokens_of(size, factor)
+        if best_tokens < tokens <= cap and patches * tokens <= budget:
+            best, best_tokens = size, tokens
+    return best
 
 
 def choose_sizes(
     height: int, width: int, runs: list[Run], config: SlowFastConfig
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The largest slow size (and its fast size) whose exact token count fits the budget.
-
-    Scans every per-frame token target from ``max_slow_tokens`` down (a few hundred cheap
-    evaluations), so the result is the largest that fits even where rounding to the 32-px grid
-    makes the cost non-monotonic; every larger target exceeds the budget or gives the same size.
-    """
+    """The slow and the fast frame size (Appendix A: "8192/2048 × 32 × 32"): slow frames share
+    ``slow_budget`` tokens and fast frames ``fast_budget``, each at the largest size (aspect
+    kept, a multiple of 32 px) whose exact token count fits its budget; slow frames at most
+    ``max_slow_tokens`` each, fast frames never larger than slow ones."""
     f, tp = config.size_factor, config.temporal_patch
-    for target in range(config.max_slow_tokens, 0, -1):
-        slow_size, fast_size = _sizes(height, width, target, config)
-        cost = plan_cost(runs, tokens_of(slow_size, f), tokens_of(fast_size, f), tp)
-        if cost <= config.token_budget:
-            return slow_size, fast_size
-    groups = plan_cost(runs, 1, 1, tp)
-    raise ConfigError(
-        f"token_budget ({config.token_budget}) cannot hold {sum(r.length for r in runs)} frames "
-        f"in {len(runs)} runs even at 32×32 px ({groups} tokens); raise token_budget or lower "
-        "max_frames"
-    )
+    slow_patches = run_cost(runs, True, 1, tp)
+    fast_patches = run_cost(runs, False, 1, tp)
+    slow_size = largest_size(height, width, slow_patches, config.slow_budget,
+                             config.max_slow_tokens, f)
+    fast_size = slow_size and largest_size(height, width, fast_patches, config.fast_budget,
+                                           tokens_of(slow_size, f), f, config.max_slow_tokens)
+    if slow_size is None or fast_size is None:
+        raise ConfigError(
+            f"the budgets (slow_budget {config.slow_budget}, fast_budget {config.fast_budget}) "
+            f"cannot hold {sum(r.length for r in runs)} frames in {len(runs)} runs even at "
+            f"32×32 px ({slow_patches} slow and {fast_patches} fast temporal patches); raise "
+            "the budgets or lower max_frames"
+        )
+    return slow_size, fast_size
 
 
 # --- similarity -----------------------------------------------------------------------------
@@ -250,8 +291,8 @@ def thumbnail_size(height: int, width: int, config: SlowFastConfig) -> tuple[int
 
     >>> thumbnail_size(1080, 1920, SlowFastConfig(similarity_patch=28))  # 12 × 21 patches
     (336, 588)
-    >>> thumbnail_size(1080, 1920, SlowFastConfig())  # the same grid at half the resolution
-    (168, 294)
+    >>> thumbnail_size(1080, 1920, SlowFastConfig())  # the same grid at a quarter of it
+    (84, 147)
     """
     p = config.similarity_patch
     h, w = fit_size(height, width, config.similarity_max_patches, p)
@@ -272,42 +313,109 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
 
 
-@dataclass
-class _PatchStats:
-    """One frame's HSV patch vectors with their L2 norms and mean brightness."""
-
-    vectors: np.ndarray  # (P, 3·p²) uint8, one row per patch, patches row-major
-    norm: np.ndarray  # (P,) L2 norm of each patch vector
-    bright: np.ndarray  # (P,) mean V of each patch
-
-
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise dot products of uint8 matrices, exact in integers (no float copies)."""
     dtype = np.int32 if a.shape[1] * 255**2 < 2**31 else np.int64  # int32 is ~2× faster
     return np.einsum("ij,ij->i", a, b, dtype=dtype)
 
 
-def _patch_stats(thumb: np.ndarray, patch: int) -> _PatchStats:
-    hsv = rgb_to_hsv(thumb)
-    h, w = hsv.shape[:2]
-    blocks = hsv.reshape(h // patch, patch, w // patch, patch * 3).swapaxes(1, 2)
-    vectors = blocks.reshape(-1, patch * patch * 3)  # keye's patch vectors, channels interleaved
+def _patches(image: np.ndarray, patch: int) -> np.ndarray:
+    """(P, p·p·C) uint8: one row per patch (row-major), channels interleaved (keye's vectors)."""
+    h, w, c = image.shape
+    blocks = image.reshape(h // patch, patch, w // patch, patch * c).swapaxes(1, 2)
+    return blocks.reshape(-1, patch * patch * c)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A frame-similarity measure: per-frame patch statistics, and the fraction of similar
+    patches between two frames' statistics (Sec. 4.2.1)."""
+
+    stats: Callable[[np.ndarray, SlowFastConfig], Any]  # (thumbnail (h, w, 3) uint8, config)
+    fraction: Callable[[Any, Any, SlowFastConfig], float]  # (reference, frame, config)
+
+
+SIMILARITIES: Registry[Measure] = Registry("frame similarity")
+
+
+@dataclass
+class _Moments:
+    """One frame for ``ncc``: its pixels and, per patch, the first and second moments."""
+
+    pixels: np.ndarray  # (h, w, 3) float32
+    mean: np.ndarray  # (gh, gw) mean of the patch's values (all channels)
+    var: np.ndarray  # (gh, gw) variance of the patch's values
+    colour: np.ndarray  # (gh, gw, 3) mean of each channel
+
+
+def _block_means(image: np.ndarray, patch: int) -> np.ndarray:
+    """Per-patch means of an (h, w, c) float32 image whose sides are multiples of ``patch``
+    (OpenCV's area resize: exact block averages)."""
+    h, w = image.shape[:2]
+    return cv2.resize(image, (w // patch, h // patch), interpolation=cv2.INTER_AREA)
+
+
+def _moments(thumb: np.ndarray, config: SlowFastConfig) -> _Moments:
+    k = config.similarity_blur
+    pixels = (cv2.blur(thumb, (k, k)) if k > 1 else thumb).astype(np.float32)
+    colour = _block_means(pixels, config.similarity_patch)
+    squares = _block_means(pixels * pixels, config.similarity_patch)
+    mean = colour.mean(axis=2)
+    return _Moments(pixels, mean, np.maximum(squares.mean(axis=2) - mean * mean, 0.0), colour)
+
+
+def ncc_fraction(a: _Moments, b: _Moments, config: SlowFastConfig) -> float:
+    """Fraction of similar patches by normalised cross-correlation (mean-centred cosine).
+
+    Two textured patches are similar when the correlation of their RGB values exceeds
+    ``patch_correlation``: a cut, an inversion or fresh noise gives a correlation near or below
+    0, the same content a little moved stays high. A flat patch (std below ``flat_std``) has no
+    correlation to speak of: it is similar to a patch that is (almost) flat too (std below
+    2·``flat_std``) with the same colour (every channel mean within ``flat_tolerance``).
+    """
+    cross = _block_means(a.pixels * b.pixels, config.similarity_patch).mean(axis=2)
+    correlation = (cross - a.mean * b.mean) / np.sqrt(np.maximum(a.var * b.var, 1e-12))
+    flat = np.minimum(a.var, b.var) < config.flat_std**2
+    calm = np.maximum(a.var, b.var) < (2 * config.flat_std) ** 2
+    close = np.abs(a.colour - b.colour).max(axis=2) <= config.flat_tolerance
+    similar = np.where(flat, calm & close, correlation > config.patch_correlation)
+    return float(similar.mean())
+
+
+@dataclass
+class _PatchStats:
+    """keye: one frame's HSV patch vectors with their L2 norms and mean brightness."""
+
+    vectors: np.ndarray  # (P, 3·p²) uint8, one row per patch, patches row-major
+    norm: np.ndarray  # (P,) L2 norm of each patch vector
+    bright: np.ndarray  # (P,) mean V of each patch
+
+
+def _patch_stats(thumb: np.ndarray, config: SlowFastConfig) -> _PatchStats:
+    vectors = _patches(rgb_to_hsv(thumb), config.similarity_patch)
     return _PatchStats(vectors, np.sqrt(_dot(vectors, vectors)), vectors[:, 2::3].mean(axis=1))
 
 
 def patch_similarity(a: _PatchStats, b: _PatchStats, config: SlowFastConfig) -> float:
-    """Fraction of similar patches (cosine of HSV patch vectors > threshold), black left out.
+    """keye: fraction of similar patches (cosine of HSV patch vectors > threshold), black left
+    out.
 
     The patch vectors hold the values of keye's ``rearrange("c (h p1) (w p2) -> h w (c p1
     p2)")`` with the channels interleaved, which changes no dot product; the products are exact
     integers. A patch counts as black when its mean V is below ``black_level`` in both frames
-    (keye drops only exactly-black patches: its L2 norm test is ``< 0.01``).
+    (keye drops only exactly-black patches: its L2 norm test is ``< 0.01``). Vectors with only
+    non-negative entries have a high cosine almost always (two independent noise patches ≈ 0.75),
+    so this rule rarely finds a new slow frame; it is kept for comparison.
     """
     cosine = _dot(a.vectors, b.vectors) / (a.norm * b.norm + 1e-8)
     keep = (a.bright >= config.black_level) | (b.bright >= config.black_level)
     if not keep.any():
         return 1.0
     return float((cosine[keep] > config.patch_similarity).mean())
+
+
+SIMILARITIES.add("ncc", Measure(_moments, ncc_fraction))
+SIMILARITIES.add("keye", Measure(_patch_stats, patch_similarity))
 
 
 def label_thumbnails(thumbs: np.ndarray, config: SlowFastConfig = SlowFastConfig()):
@@ -332,17 +440,18 @@ class Labeler:
 
     def __init__(self, config: SlowFastConfig = SlowFastConfig()) -> None:
         self.config = config
-        self.reference: _PatchStats | None = None
+        self.measure = SIMILARITIES.lookup(config.similarity)
+        self.reference: Any = None
         self.slow: list[bool] = []
         self.similarity: list[float] = []
 
     def add(self, thumb: np.ndarray) -> None:
         """Label the next thumbnail ((h, w, 3) uint8 RGB) against the current slow frame."""
-        current = _patch_stats(thumb, self.config.similarity_patch)
+        current = self.measure.stats(thumb, self.config)
         if self.reference is None:
             sim, is_fast = 1.0, False
         else:
-            sim = patch_similarity(self.reference, current, self.config)
+            sim = self.measure.fraction(self.reference, current, self.config)
             is_fast = sim > self.config.frame_similarity
         self.slow.append(not is_fast)
         self.similarity.append(sim)
@@ -414,7 +523,9 @@ def make_plan(
         slow_tokens=slow_tokens,
         fast_tokens=fast_tokens,
         num_tokens=plan_cost(runs, slow_tokens, fast_tokens, config.temporal_patch),
-        token_budget=config.token_budget,
+        slow_budget=config.slow_budget,
+        fast_budget=config.fast_budget,
+        positions=tuple(range(len(slow))),
         temporal_patch=config.temporal_patch,
     )
 
@@ -424,13 +535,56 @@ def label_uniform(count: int):
     return (True,) * count, (1.0,) * count
 
 
+# --- budget-matched ablations (Table 4, "w/o SlowFast" at a fixed budget) --------------------
+
+
+def _one_run(plan: SlowFastPlan, keep: list[int], size: tuple[int, int], budget: int,
+             config: SlowFastConfig) -> SlowFastPlan:
+    """``plan``'s frames ``keep`` (positions in the plan) in one uniform run at ``size``."""
+    tokens = tokens_of(size, config.size_factor)
+    return replace(
+        plan,
+        source_indices=tuple(plan.source_indices[i] for i in keep),
+        timestamps=tuple(plan.timestamps[i] for i in keep),
+        slow=(True,) * len(keep), similarity=(1.0,) * len(keep),
+        slow_size=size, fast_size=size, slow_tokens=tokens, fast_tokens=tokens,
+        num_tokens=math.ceil(len(keep) / config.temporal_patch) * tokens,
+        slow_budget=budget, fast_budget=0,
+        positions=tuple(plan.positions[i] for i in keep),
+    )
+
+
+def match_frames(plan: SlowFastPlan, height: int, width: int,
+                 config: SlowFastConfig) -> SlowFastPlan:
+    """The same frames as the SlowFast ``plan``, all at one size, within its token count."""
+    patches = math.ceil(len(plan.slow) / config.temporal_patch)
+    size = largest_size(height, width, patches, plan.num_tokens, config.max_slow_tokens,
+                        config.size_factor)
+    if size is None:
+        raise ConfigError(f"{len(plan.slow)} frames do not fit the SlowFast plan's "
+                          f"{plan.num_tokens} tokens even at 32×32 px")
+    return _one_run(plan, list(range(len(plan.slow))), size, plan.num_tokens, config)
+
+
+def match_slow_size(plan: SlowFastPlan, height: int, width: int,
+                    config: SlowFastConfig) -> SlowFastPlan:
+    """Evenly spread frames at the SlowFast ``plan``'s slow size, as many as its token count
+    pays for (at least one temporal patch: the plan has a slow frame)."""
+    patches = max(1, plan.num_tokens // plan.slow_tokens)
+    count = min(len(plan.slow), patches * config.temporal_patch)
+    keep = sorted({round(i * (len(plan.slow) - 1) / max(count - 1, 1)) for i in range(count)})
+    return _one_run(plan, keep, plan.slow_size, plan.num_tokens, config)
+
+
 @dataclass(frozen=True)
 class Mode:
-    """A frame-selection mode: how the sampled frames are labelled slow or fast."""
+    """A frame-selection mode: how the sampled frames are labelled slow or fast, and for the
+    budget-matched ablations how the SlowFast plan becomes the mode's plan."""
 
     label: Callable  # (thumbnails or None, count, config) -> (slow, similarity)
     needs_thumbnails: bool
     streaming: Callable[[SlowFastConfig], Labeler] | None = None  # labels during decoding
+    derive: Callable[..., SlowFastPlan] | None = None  # (plan, height, width, config) -> plan
 
 
 MODES: dict[str, Mode] = {}
@@ -457,7 +611,11 @@ def get_mode(name: str) -> Mode:
     return MODES[name]
 
 
-register_mode(
-    "slowfast", Mode(lambda thumbs, count, config: label_thumbnails(thumbs, config), True, Labeler)
-)
+def _label_slowfast(thumbs, count, config):
+    return label_thumbnails(thumbs, config)
+
+
+register_mode("slowfast", Mode(_label_slowfast, True, Labeler))
 register_mode("uniform", Mode(lambda thumbs, count, config: label_uniform(count), False))
+register_mode("uniform-matched", Mode(_label_slowfast, True, Labeler, match_frames))
+register_mode("uniform-slow-size", Mode(_label_slowfast, True, Labeler, match_slow_size))
