@@ -39,8 +39,10 @@ def plan_slowfast(frames: np.ndarray, timestamps, config: SlowFastConfig | None 
     >>> frames = np.zeros((5, 64, 96, 3), np.uint8); frames[:, :, :48] = 200
     >>> frames[3:, :, 48:] = 120  # a cut at frame 3
     >>> plan = plan_slowfast(frames, [0, 0.125, 0.25, 0.375, 0.5])
+    >>> plan.references  # the frames that start a new slow frame
+    (True, False, False, True, False)
     >>> plan.slow, [(r.start, r.stop) for r in plan.runs], plan.slow_size, plan.num_tokens
-    ((True, False, False, True, False), [(0, 1), (1, 3), (3, 4), (4, 5)], (64, 96), 24)
+    ((True, True, True, True, False), [(0, 4), (4, 5)], (64, 96), 18)
     """
     _check_frames(frames, timestamps)
     config = config or SlowFastConfig()

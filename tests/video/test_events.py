@@ -26,8 +26,10 @@ KEYE = VideoConfig(slowfast=SlowFastConfig(similarity="keye"))
 
 
 def slow_times(path, config=SLOWFAST) -> list[float]:
+    """When a new reference slow frame starts (its temporal-patch mate is slow too)."""
     plan = prepare_video(path, config).plan
-    return [t for t, slow in zip(plan.timestamps, plan.slow, strict=True) if slow]
+    assert all(plan.slow[i] for i, ref in enumerate(plan.references) if ref)
+    return [t for t, ref in zip(plan.timestamps, plan.references, strict=True) if ref]
 
 
 def test_a_hard_cut_starts_a_slow_frame(tmp_path):
@@ -46,7 +48,8 @@ def test_a_colour_inversion_starts_a_slow_frame(tmp_path):
 def test_every_noise_frame_is_slow(tmp_path):
     path, (start, stop) = events.noise_segment(tmp_path / "noise.mp4")
     plan = prepare_video(path).plan
-    noise = [slow for t, slow in zip(plan.timestamps, plan.slow, strict=True) if start <= t < stop]
+    noise = [ref for t, ref in zip(plan.timestamps, plan.references, strict=True)
+             if start <= t < stop]
     assert len(noise) == 8 and all(noise)
     assert slow_times(path, KEYE) == [0.0]  # keye's rule: noise looks like the first frame
 

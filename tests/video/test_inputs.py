@@ -65,15 +65,12 @@ def prepared(clip):
 
 
 def test_plan_follows_the_scenes(prepared):
-    assert "".join("S" if s else "F" for s in prepared.plan.slow) == "SFFF" + "SF" + "SSS"
-    assert [len(v) for v in prepared.videos] == [2, 4, 2, 2, 4]  # runs 1, 3, 1, 1, 3 padded
-    assert [v.shape[1:3] for v in prepared.videos] == [
-        prepared.plan.slow_size,
-        prepared.plan.fast_size,
-        prepared.plan.slow_size,
-        prepared.plan.fast_size,
-        prepared.plan.slow_size,
-    ]
+    plan = prepared.plan
+    assert "".join("S" if s else "F" for s in plan.references) == "SFFF" + "SF" + "SSS"
+    assert "".join("S" if s else "F" for s in plan.slow) == "SSFF" + "SS" + "SSS"  # patches
+    assert [len(v) for v in prepared.videos] == [2, 2, 6]  # runs 2, 2, 5 (the last padded)
+    assert [v.shape[1:3] for v in prepared.videos] == [plan.slow_size, plan.fast_size,
+                                                       plan.slow_size]
     assert all(v.dtype == np.uint8 and v.shape[-1] == 3 for v in prepared.videos)
 
 
@@ -83,7 +80,7 @@ def test_processor_token_count_equals_the_plan(tiny, prepared):
     count = int((inputs["input_ids"] == processor.video_token_id).sum())
     assert count == prepared.num_tokens
     grid = inputs["video_grid_thw"].tolist()
-    assert [t for t, _, _ in grid] == [1, 2, 1, 1, 2]
+    assert [t for t, _, _ in grid] == [1, 1, 3]
     assert [h * 16 for _, h, _ in grid] == [v.shape[1] for v in prepared.videos]  # no resize
 
 
@@ -153,7 +150,7 @@ def test_streaming_labels_equal_labels_of_the_kept_thumbnails(clip, tmp_path):
         config = VideoConfig(decode=DecodeConfig(max_frames=max_frames))
         sampled = sample_frames(path, config.decode, lambda h, w: thumbnail_size(h, w, SC))
         plan = prepare_video(path, config).plan
-        assert (plan.slow, plan.similarity) == label_thumbnails(sampled.thumbnails, SC)
+        assert (plan.references, plan.similarity) == label_thumbnails(sampled.thumbnails, SC)
         assert len(plan.slow) == len(sampled.frames) <= max_frames
 
 

@@ -83,7 +83,7 @@ SLOW_FRACTION = {
 def test_slow_fraction_of_real_footage(name):
     low, high = SLOW_FRACTION[name]
     plan = prepare_video(_sample(name), VideoConfig(decode=SMALL)).plan
-    assert low <= sum(plan.slow) / len(plan.slow) <= high
+    assert low <= sum(plan.references) / len(plan.references) <= high
     keye = VideoConfig(decode=SMALL, slowfast=SlowFastConfig(similarity="keye"))
     if name in ("carphone_pristine.mp4", "bigbuckbunny.mp4"):  # keye's rule: next to nothing
-        assert sum(prepare_video(_sample(name), keye).plan.slow) <= 2
+        assert sum(prepare_video(_sample(name), keye).plan.references) <= 2

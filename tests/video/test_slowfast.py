@@ -28,6 +28,7 @@ from qsave.video.slowfast import (
     runs_of,
     thumbnail_size,
     tokens_of,
+    whole_patches,
 )
 
 H, W, P = 168, 224, 28  # a 6 × 8 grid of 28-px patches: the thumbnail is the frame itself
@@ -46,8 +47,9 @@ def test_static_shot_then_cut_then_pan():
     pan = [stripes(2 * k, vertical=False) for k in range(1, 7)]  # 2 px a frame: F F S F F S
     frames = np.stack(static + cut + pan)
     plan = plan_slowfast(frames, np.arange(len(frames)) / 8, KEYE)
-    labels = "".join("S" if s else "F" for s in plan.slow)
+    labels = "".join("S" if s else "F" for s in plan.references)
     assert labels == "SFFF" + "SFF" + "FFSFFS"
+    assert plan.slow == whole_patches(plan.references)  # a slow frame's patch mate is slow
     assert plan.similarity[1:4] == (1.0, 1.0, 1.0)
     assert plan.similarity[4] == 0.0  # every patch changed at the cut
     assert plan.similarity[9] == 0.0  # 6 px from the last slow frame: cosine 8/14 < 0.7
@@ -59,7 +61,7 @@ def test_default_half_resolution_grid_gives_the_same_labels():
     )
     half = plan_slowfast(frames, np.arange(6) / 8, SlowFastConfig(similarity="keye"))
     keye = plan_slowfast(frames, np.arange(6) / 8, KEYE)
-    assert half.slow == keye.slow == (True, False, False, True, False, True)
+    assert half.references == keye.references == (True, False, False, True, False, True)
 
 
 @pytest.mark.parametrize(("changed", "slow"), [(4, False), (5, True)])
@@ -152,7 +154,7 @@ def test_budgets_are_never_exceeded_and_tight():
         config = SlowFastConfig(slow_budget=int(rng.integers(n, 12000)),
                                 fast_budget=int(rng.integers(n, 4000)))
         plan = make_plan((height, width), np.arange(n) / 8, None, slow, (1.0,) * n, config)
-        runs = runs_of(slow)
+        runs = plan.runs
         slow_cost = plan_cost([r for r in runs if r.slow], plan.slow_tokens, 0, 2)
         fast_cost = plan_cost([r for r in runs if not r.slow], 0, plan.fast_tokens, 2)
         assert slow_cost <= config.slow_budget and fast_cost <= config.fast_budget, trial
@@ -194,12 +196,12 @@ def test_plan_reports_every_frame():
     frames = np.stack([stripes(0), stripes(0), stripes(0, vertical=False)])
     plan = plan_slowfast(frames, [0.0, 0.125, 0.25], KEYE, source_indices=[0, 4, 8])
     rows = [(f.source_index, f.timestamp, f.slow, f.size) for f in plan.frames]
-    assert rows == [
+    assert rows == [  # frame 4 is fast by its similarity, slow as frame 0's patch mate
         (0, 0.0, True, plan.slow_size),
-        (4, 0.125, False, plan.fast_size),
+        (4, 0.125, True, plan.slow_size),
         (8, 0.25, True, plan.slow_size),
     ]
-    assert plan.summary()["slow_frames"] == 2
+    assert plan.references == (True, False, True) and plan.summary()["slow_frames"] == 3
 
 
 def test_modes_registry():
@@ -235,11 +237,10 @@ def test_size_forecast_extends_the_last_run_to_the_expected_count():
     forecast = SizeForecast(Labeler(config))
     guesses = [forecast(t, (720, 1280), 6) for t in thumbs]
     assert forecast.labeler.slow == [True, False, False, True, False, False]
+    # in whole temporal patches: SS, then SS F… (frame 2), then SSSS FF once frame 3 is slow
     one_run = choose_sizes(720, 1280, [Run(0, 6, True)], config)
-    two_runs = choose_sizes(720, 1280, [Run(0, 1, True), Run(1, 6, False)], config)
-    three_runs = choose_sizes(720, 1280, [Run(0, 1, True), Run(1, 3, False), Run(3, 6, True)],
-                              config)
-    final = choose_sizes(720, 1280, runs_of(forecast.labeler.slow), config)
-    assert guesses == [one_run[0], two_runs[1], two_runs[1], three_runs[0], final[1], final[1]]
+    two_runs = choose_sizes(720, 1280, [Run(0, 2, True), Run(2, 6, False)], config)
+    final = choose_sizes(720, 1280, [Run(0, 4, True), Run(4, 6, False)], config)
+    assert guesses == [one_run[0], one_run[0], two_runs[1], one_run[0], final[1], final[1]]
     assert one_run != two_runs != final  # the budget binds: the first guesses miss
     assert SizeForecast(Labeler(config))(thumbs[0], (720, 1280), None) is None  # no duration

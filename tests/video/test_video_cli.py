@@ -42,8 +42,10 @@ def test_json_plans_good_files_and_reports_bad_ones(tmp_path, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 1
     assert rows[0]["plan"]["frames"] == 4 and rows[0]["info"]["codec"] == "h264"
-    assert [f["slow"] for f in rows[0]["frames"]] == [True, False, False, False]  # a static clip
-    assert set(rows[0]["frames"][0]) == {"index", "time", "slow", "similarity", "size"}
+    assert [f["slow"] for f in rows[0]["frames"]] == [True, True, False, False]  # a static clip:
+    assert [f["reference"] for f in rows[0]["frames"]] == [True, False, False, False]  # one
+    assert set(rows[0]["frames"][0]) == {"index", "time", "slow", "reference", "similarity",
+                                             "size"}
     assert rows[1] == {"video": str(bad), "error": rows[1]["error"]}
     assert rows[1]["error"].startswith(f"cannot open video {bad}")
 
@@ -69,16 +71,17 @@ def test_table_lists_slow_times_and_sizes_without_truncating(tmp_path, capsys):
     bad = tmp_path / "bad.mp4"
     bad.write_text("no video here")
     plan = prepare_video(clip, VideoConfig(mode="uniform")).plan  # every frame slow, 2 fps
-    slow_times = ", ".join(f"{t:.3f}" for t, s in zip(plan.timestamps, plan.slow, strict=True)
-                           if s)
+    slow_times = ", ".join(f"{t:.3f}" for t, s in zip(plan.timestamps, plan.references,
+                                                       strict=True) if s)
     assert sum(plan.slow) >= 20 and len(slow_times) > 120  # wider than an 80-column console
     assert main(["video", str(clip), str(bad), "--frames", "--mode", "uniform"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert any(slow_times in line and "slow frame times" in line for line in lines), lines
+    assert any(slow_times in line and "new slow frames at" in line for line in lines), lines
     summary = "\n".join(lines)
     h, w = plan.slow_size
     assert f"{h}×{w}, {plan.slow_tokens} tokens" in summary
-    assert re.search(r"budget\s+│ \d+", summary)  # token_budget, or slow_ and fast_budget
+    assert re.search(r"slow budget\s+│ 8192", summary) and re.search(r"fast budget\s+│ 2048",
+                                                                       summary)
     assert str(clip) in summary and "…" not in summary
     frame_rows = [line for line in lines if re.match(r"│\s+\d+ │", line)]
     assert len(frame_rows) == len(plan.slow)
@@ -91,7 +94,7 @@ def test_sheet_marks_slow_tiles(tmp_path, capsys):
     assert main(["video", str(clip), "--sheet", str(png)]) == 0
     assert f"contact sheet: {png}" in capsys.readouterr().out
     plan = prepare_video(clip).plan
-    assert plan.slow[0] and plan.slow[8] and not plan.slow[1]  # the cut at 1.0 s is slow
+    assert plan.slow[0] and plan.slow[8] and not plan.slow[2]  # the cut at 1.0 s is slow
     layout = sheet_layout(len(plan.slow), aspect=CUT_SPEC.width / CUT_SPEC.height)
     assert (layout.columns, layout.rows) == (8, 2)
     image = Image.open(png).convert("RGB")

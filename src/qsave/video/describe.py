@@ -40,11 +40,14 @@ def rounded(value: Any, digits: int = 3) -> Any:
 
 
 def frame_records(plan: SlowFastPlan) -> list[dict[str, Any]]:
-    """One object per sampled frame; similarity to the reference slow frame (Sec. 4.2.1)."""
+    """One object per sampled frame: slow (at the slow size), reference (it started a new slow
+    frame; the rest of its temporal patch is slow with it) and its similarity to the reference
+    slow frame (Sec. 4.2.1)."""
     return [
         {"index": frame.source_index, "time": round(frame.timestamp, 3), "slow": frame.slow,
-         "similarity": round(similarity, 4), "size": list(frame.size)}
-        for frame, similarity in zip(plan.frames, plan.similarity, strict=True)
+         "reference": reference, "similarity": round(similarity, 4), "size": list(frame.size)}
+        for frame, reference, similarity in zip(plan.frames, plan.references, plan.similarity,
+                                                strict=True)
     ]
 
 
@@ -87,12 +90,12 @@ def info_rows(info) -> list[tuple[str, str]]:
 def plan_rows(plan: SlowFastPlan) -> list[tuple[str, str]]:
     """The SlowFast plan (Sec. 4.2.1) as (label, value) rows; budgets read from the summary."""
     summary, patch = plan.summary(), f"tokens per temporal patch ({plan.temporal_patch} frames)"
-    times = ", ".join(f"{t:.3f}" for t, slow in zip(plan.timestamps, plan.slow, strict=True)
-                      if slow)
+    times = ", ".join(f"{t:.3f}" for t, new in zip(plan.timestamps, plan.references,
+                                                    strict=True) if new)
     rows = [
         ("frames sampled", f"{len(plan.slow)} ({sum(plan.slow)} slow, "
          f"{len(plan.slow) - sum(plan.slow)} fast, {len(plan.runs)} runs)"),
-        ("slow frame times (s)", times),
+        ("new slow frames at (s)", times),
         ("slow size (h×w)", f"{_hw(plan.slow_size)}, {plan.slow_tokens} {patch}"),
         ("fast size (h×w)", f"{_hw(plan.fast_size)}, {plan.fast_tokens} {patch}"),
         ("video tokens", str(plan.num_tokens)),
@@ -105,11 +108,13 @@ def plan_rows(plan: SlowFastPlan) -> list[tuple[str, str]]:
 def frames_table(plan: SlowFastPlan) -> Table:
     """Every sampled frame: stream index, time, S/F, size, similarity to its slow frame."""
     table = Table()
-    for name in ("#", "index", "time (s)", "S/F", "size (h×w)", "similarity to slow frame"):
+    for name in ("#", "index", "time (s)", "S/F", "new", "size (h×w)",
+                 "similarity to slow frame"):
         table.add_column(name, justify="left" if name == "S/F" else "right")
     for number, record in enumerate(frame_records(plan)):
         table.add_row(str(number), str(record["index"]), f"{record['time']:.3f}",
-                      "[bold dark_orange]S[/]" if record["slow"] else "F", _hw(record["size"]),
+                      "[bold dark_orange]S[/]" if record["slow"] else "F",
+                      "●" if record["reference"] else "", _hw(record["size"]),
                       f"{record['similarity']:.4f}")
     return table
 

@@ -161,6 +161,11 @@ def plan_sampled(
     return derive(plan, *sampled.size, config.slowfast) if derive is not None else plan
 
 
+def _labelling(labeler: Labeler):
+    """An ``on_sample`` callback that only labels (no early RGB conversion)."""
+    return lambda thumb, size, expected: labeler.add(thumb)
+
+
 def prepare_video(
     source: str | os.PathLike | BinaryIO, config: VideoConfig = VideoConfig()
 ) -> PreparedVideo:
@@ -168,8 +173,10 @@ def prepare_video(
     mode = get_mode(config.mode)
     thumbs = (lambda h, w: thumbnail_size(h, w, config.slowfast)) if mode.needs_thumbnails else None
     labeler = mode.streaming(config.slowfast) if mode.streaming and thumbs else None
-    forecast = SizeForecast(labeler) if labeler is not None and mode.derive is None else None
-    sampled = sample_frames(source, config.decode_config(), thumbs, forecast)
+    on_sample = None
+    if labeler is not None:  # label while decoding; convert early unless the plan is derived
+        on_sample = SizeForecast(labeler) if mode.derive is None else _labelling(labeler)
+    sampled = sample_frames(source, config.decode_config(), thumbs, on_sample)
     plan = plan_sampled(sampled, config, labeler)
     sizes = [plan.slow_size if slow else plan.fast_size for slow in plan.slow]
     rgb = sampled.to_rgb(sizes, plan.positions)

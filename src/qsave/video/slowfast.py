@@ -22,6 +22,11 @@ Keye's thumbnail has a grid of at most 256 patches of 28 px; ours keeps the same
 quarter of the resolution (7-px patches, box-blurred over 5 px for ``ncc``), which the decoder
 makes cheaply; ``similarity="keye", similarity_patch=28`` is keye's exact rule.
 
+Qwen3-VL encodes two consecutive frames as one temporal patch, so labels are applied in whole
+patches: the frame that starts a new slow frame (``SlowFastPlan.references``) makes its patch
+slow (:func:`whole_patches`); the patch's other frame then costs no more than the padded copy of
+the slow frame that would otherwise end the run, and the motion inside the patch is kept.
+
 Budgets (Appendix A, "8192/2048 × 32 × 32"): slow frames share ``slow_budget`` = 8192 tokens
 and fast frames ``fast_budget`` = 2048 tokens (a token is a 32×32-px patch: Qwen3-VL's patch 16
 × spatial merge 2). Each kind is given the largest size, a multiple of 32 px with the aspect
@@ -131,8 +136,8 @@ class SlowFastPlan:
 
     source_indices: tuple[int, ...]
     timestamps: tuple[float, ...]
-    slow: tuple[bool, ...]
-    similarity: tuple[float, ...]  # to the reference slow frame (1.0 for slow frames' own entry)
+    slow: tuple[bool, ...]  # whole temporal patches: a reference frame and its patch mates
+    similarity: tuple[float, ...]  # to the reference slow frame (1.0 for the first frame)
     slow_size: tuple[int, int]  # (height, width), multiples of size_factor
     fast_size: tuple[int, int]
     slow_tokens: int  # tokens per temporal patch at slow_size
@@ -142,6 +147,8 @@ class SlowFastPlan:
     fast_budget: int  # what the fast frames' tokens had to fit
     positions: tuple[int, ...]  # which of the sampled frames the plan keeps (all but in
     # uniform-slow-size)
+    references: tuple[bool, ...]  # frames that became the reference slow frame (similarity
+    # at or below frame_similarity), before their patch mates joined them
     temporal_patch: int = TEMPORAL_PATCH
 
     @property
@@ -160,6 +167,7 @@ class SlowFastPlan:
         return {
             "frames": len(self.slow),
             "slow_frames": sum(self.slow),
+            "new_slow_frames": sum(self.references),
             "runs": len(self.runs),
             "slow_size": list(self.slow_size),
             "fast_size": list(self.fast_size),
@@ -474,7 +482,6 @@ class SizeForecast:
 
     def __init__(self, labeler: Labeler) -> None:
         self.labeler = labeler
-        self._runs = 0
         self._key: tuple | None = None
         self._sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
 
@@ -484,12 +491,13 @@ class SizeForecast:
         """Label ``thumb``; the guessed display size of its frame (None: no guess)."""
         self.labeler.add(thumb)
         slow = self.labeler.slow  # including this frame's label
-        self._runs += len(slow) == 1 or slow[-1] != slow[-2]
         if expected is None:
             return None
-        key = (size, max(expected, len(slow)), self._runs)
+        patches = whole_patches(slow, self.labeler.config.temporal_patch)
+        runs = runs_of(patches)
+        key = (size, max(expected, len(slow)), len(runs))
         if key != self._key:
-            *done, last = runs_of(slow)
+            *done, last = runs
             forecast = [*done, Run(last.start, key[1], last.slow)]
             try:
                 self._sizes = choose_sizes(*size, forecast, self.labeler.config)
@@ -498,16 +506,33 @@ class SizeForecast:
             self._key = key
         if self._sizes is None:
             return None
-        return self._sizes[0] if slow[-1] else self._sizes[1]
+        return self._sizes[0] if patches[-1] else self._sizes[1]
 
 
 # --- plans ----------------------------------------------------------------------------------
 
 
+def whole_patches(slow, temporal_patch: int = TEMPORAL_PATCH) -> tuple[bool, ...]:
+    """Labels in whole temporal patches: a patch is slow when any of its frames is.
+
+    Qwen3-VL encodes the ``temporal_patch`` frames of a patch together, and every run is its own
+    video item, so a run that ended inside a patch would be padded with a copy of its last frame
+    at the same token cost; the patch's real next frame, at the slow size, costs nothing more
+    and keeps the motion between the two frames.
+
+    >>> whole_patches([True, False, False, False, False, True, False])
+    (True, True, False, False, True, True, False)
+    """
+    return tuple(any(slow[i - i % temporal_patch:i - i % temporal_patch + temporal_patch])
+                 for i in range(len(slow)))
+
+
 def make_plan(
     size: tuple[int, int], timestamps, source_indices, slow, similarity, config: SlowFastConfig
 ) -> SlowFastPlan:
-    """The plan for labelled frames of display ``size`` (height, width)."""
+    """The plan for labelled frames of display ``size`` (height, width); a temporal patch with
+    a slow frame is slow as a whole (:func:`whole_patches`)."""
+    references, slow = tuple(slow), whole_patches(slow, config.temporal_patch)
     runs = runs_of(slow)
     slow_size, fast_size = choose_sizes(size[0], size[1], runs, config)
     slow_tokens = tokens_of(slow_size, config.size_factor)
@@ -516,7 +541,7 @@ def make_plan(
     return SlowFastPlan(
         source_indices=tuple(int(i) for i in indices),
         timestamps=tuple(float(t) for t in timestamps),
-        slow=tuple(slow),
+        slow=slow,
         similarity=tuple(similarity),
         slow_size=slow_size,
         fast_size=fast_size,
@@ -526,6 +551,7 @@ def make_plan(
         slow_budget=config.slow_budget,
         fast_budget=config.fast_budget,
         positions=tuple(range(len(slow))),
+        references=references,
         temporal_patch=config.temporal_patch,
     )
 
@@ -547,6 +573,7 @@ def _one_run(plan: SlowFastPlan, keep: list[int], size: tuple[int, int], budget:
         source_indices=tuple(plan.source_indices[i] for i in keep),
         timestamps=tuple(plan.timestamps[i] for i in keep),
         slow=(True,) * len(keep), similarity=(1.0,) * len(keep),
+        references=(True,) * len(keep),
         slow_size=size, fast_size=size, slow_tokens=tokens, fast_tokens=tokens,
         num_tokens=math.ceil(len(keep) / config.temporal_patch) * tokens,
         slow_budget=budget, fast_budget=0,
