@@ -77,6 +77,7 @@ def test_inputs_and_settings_are_checked():
         rows_of([ScoreItem(object())])
 
 
+@pytest.mark.timeout(600)  # a Ray actor, a server and the CLI, each loading the tiny model
 def test_cli_ray_server_and_reward_give_the_same_scores(ray_session, clips, tiny_evaluator,
                                                         tmp_path):
     """One clip set through each caller of the pipeline: max |Δr̂| ≤ 1e-6 against the CLI."""
