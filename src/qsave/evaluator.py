@@ -148,7 +148,7 @@ class Evaluator:
         if explain and not self.backend.explains:
             raise ConfigError(f"the {self.spec.backend} backend scores without a rationale; "
                               "use the transformers backend for explain mode")
-        dims = parse_dimensions(dimensions if dimensions is not None else self.spec.dimensions)
+        dims = self.spec.scored_dimensions(dimensions)
         batch: list[ScoreItem] = []
         for raw in items:
             batch.append(raw if isinstance(raw, ScoreItem) else ScoreItem(raw, prompt))

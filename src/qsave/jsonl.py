@@ -49,14 +49,18 @@ class JsonlRead:
     tail: Tail | None = None
     unterminated: bool = False  # the last line parses but lacks its newline
 
-    def problems(self, name: str | None = None) -> list[str]:
-        """Every bad line and the damaged tail, as ``name:line: message`` texts (``line N:
-        message`` without a name)."""
+    def issues(self) -> list[tuple[int, str]]:
+        """(line number, what is wrong) of every bad line and of the damaged tail, by line."""
         found = list(self.bad)
         if self.tail is not None:
             found.append((self.tail.line, f"cut off ({self.tail.size} bytes, no newline, not "
                                           "a complete JSON object)"))
-        return [f"{name}:{n}: {m}" if name else f"line {n}: {m}" for n, m in found]
+        return sorted(found)
+
+    def problems(self, name: str | None = None) -> list[str]:
+        """:meth:`issues` as ``name:line: message`` texts (``line N: message`` without a
+        name)."""
+        return [f"{name}:{n}: {m}" if name else f"line {n}: {m}" for n, m in self.issues()]
 
 
 def parse_line(raw: bytes) -> dict[str, Any] | str:
@@ -96,10 +100,11 @@ def read_jsonl(path: str | os.PathLike) -> JsonlRead:
     return read
 
 
-def repair(path: Path) -> str | None:
+def repair(path: Path, read: JsonlRead | None = None) -> str | None:
     """Make ``path`` safe to append to: truncate a damaged tail, or end a whole last line with
-    its newline. Returns what was done, or None."""
-    read = read_jsonl(path)
+    its newline (``read``: the file as already read, else it is read now). Returns what was
+    done, or None."""
+    read = read or read_jsonl(path)
     if read.tail is not None:
         with path.open("r+b") as handle:
             handle.truncate(read.tail.offset)
@@ -118,12 +123,12 @@ def dumps(row: dict[str, Any]) -> str:
 
 class JsonlWriter:
     """Appends rows to ``path``, each flushed and fsynced before the next; the file is
-    repaired first (``repaired`` says how, or is None)."""
+    repaired first (``repaired`` says how, or is None; ``read``: the file as already read)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, read: JsonlRead | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.repaired = repair(self.path) if self.path.is_file() else None
+        self.repaired = repair(self.path, read) if self.path.is_file() else None
         self._handle = self.path.open("a", encoding="utf-8")
 
     def write(self, row: dict[str, Any]) -> None:

@@ -27,7 +27,6 @@ from qsave.evaluator import Evaluator, ScoreItem
 from qsave.jsonl import JsonlWriter, drop_lines
 from qsave.scores import VideoResult, content_hash, read_results
 from qsave.sources import check_unique_ids
-from qsave.spec import parse_dimensions
 
 
 @dataclass
@@ -50,8 +49,8 @@ class ResultsOutput:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.writer = JsonlWriter(self.path)
-        read = read_results(self.path)
+        read = read_results(self.path)  # repairing changes no line number of a whole row
+        self.writer = JsonlWriter(self.path, read.lines)
         self.repairs = [f"{self.path}: {self.writer.repaired}"] if self.writer.repaired else []
         self.repairs += [f"{self.path}:{n}: not a valid row, kept and skipped ({message})"
                          for n, message in read.invalid]
@@ -97,7 +96,7 @@ def score_to_jsonl(
 ) -> FileRun:
     """Score the inputs not yet in ``out``, append one row each, leave one row per input."""
     check_unique_ids(list(items))
-    dims = parse_dimensions(dimensions if dimensions is not None else evaluator.spec.dimensions)
+    dims = evaluator.spec.scored_dimensions(dimensions)
     output = ResultsOutput(out)
     hash_items(items)
     answers: list[VideoResult | None] = []

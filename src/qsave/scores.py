@@ -199,10 +199,7 @@ class ResultsFile:
 
     def problems(self, name: str) -> list[str]:
         """Invalid lines and a damaged tail, as ``name:line: message`` texts, by line."""
-        tail = self.lines.tail
-        found = [*self.invalid, *([(tail.line, f"cut off ({tail.size} bytes, no newline)")]
-                                  if tail else [])]
-        return [f"{name}:{n}: {message}" for n, message in sorted(found)]
+        return JsonlRead(bad=self.invalid, tail=self.lines.tail).problems(name)
 
 
 def read_results(path: str | os.PathLike) -> ResultsFile:

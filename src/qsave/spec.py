@@ -83,6 +83,10 @@ class ScorerSpec:
             raise ConfigError(f"unknown scorer settings {unknown}; valid: {sorted(valid)}")
         return cls(**values)
 
+    def scored_dimensions(self, dimensions: Any = None) -> tuple[Dimension, ...]:
+        """``dimensions`` in canonical order, or the spec's own when None."""
+        return parse_dimensions(self.dimensions if dimensions is None else dimensions)
+
     def checkpoint_dict(self) -> dict[str, Any]:
         """The fields a trained checkpoint carries (``qsave_scorer.json``)."""
         values = self.to_dict()
@@ -130,8 +134,7 @@ def checkpoint_settings(model: str) -> tuple[dict[str, Any], Path | None]:
         values = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise ConfigError(f"cannot read the scorer settings {path}: {error}") from error
-    unknown = sorted(set(values) - set(CHECKPOINT_FIELDS)) if isinstance(values, dict) else None
-    if unknown is None or unknown:
+    if not isinstance(values, dict) or set(values) - set(CHECKPOINT_FIELDS):
         raise ConfigError(f"{path}: expected an object with {list(CHECKPOINT_FIELDS)}, got "
                           f"{values!r}")
     return values, path

@@ -340,9 +340,7 @@ def load_records(path: str | Path, lenient: bool = False,
     if not path.is_file():
         raise AnnotationError(f"cannot read records {path}: no such file")
     read = read_jsonl(path)
-    records, errors = [], list(read.bad)
-    if read.tail is not None:
-        errors.append((read.tail.line, "cut off (no newline, not a complete JSON object)"))
+    records, errors = [], read.issues()
     for number, row in read.rows:
         record, problems = _parse_row(row, path.parent, check_files)
         errors += [(number, p) for p in problems]

@@ -149,10 +149,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """JSONL rows (:func:`qsave.jsonl.read_jsonl`); a line that is not a row is yielded as its
     error message."""
     read = read_jsonl(path)
-    lines: list[tuple[int, dict[str, Any] | str]] = [*read.rows, *read.bad]
-    if read.tail is not None:
-        lines.append((read.tail.line, "cut off (no newline, not a complete JSON object)"))
-    yield from sorted(lines, key=lambda line: line[0])
+    yield from sorted([*read.rows, *read.issues()], key=lambda line: line[0])
 
 
 def _json_rows(path: Path) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from qsave.jsonl import dumps
 from qsave.results import FileRun, ResultsOutput
 from qsave.scores import VideoResult
 from qsave.sources import check_unique_ids
-from qsave.spec import ScorerSpec, parse_dimensions
+from qsave.spec import ScorerSpec
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def score_with_ray(
     """Score ``items`` (ScoreItems with paths) on Ray and append the rows to ``out``, resumed
     and repaired like ``qsave score`` (:mod:`qsave.results`)."""
     check_unique_ids(list(items))
-    dims = parse_dimensions(dimensions if dimensions is not None else spec.dimensions)
+    dims = spec.scored_dimensions(dimensions)
     output = ResultsOutput(out)
     results: dict[int, VideoResult] = {}
     for row in score_batches(items, spec, dims, explain, config, frozenset(output.done)):

@@ -43,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from qsave.dimensions import DIMENSIONS
 from qsave.errors import ConfigError, QsaveError
 from qsave.evaluator import Evaluator, Prepared, ScoreItem
-from qsave.scores import ItemError, VideoResult
+from qsave.scores import VideoResult
 from qsave.serve.batcher import BatcherConfig, BatchInfo, MicroBatcher, Overloaded
 from qsave.serve.reward import CollapseMonitor, RewardConfig, batch_stats, reward_of
 from qsave.spec import ScorerSpec, parse_dimensions
@@ -274,12 +274,7 @@ class Service:
                 explain: bool) -> Job | VideoResult:
         """Hash and decode one video through the pipeline (in a worker thread); its result
         with the error when that fails."""
-        item = ScoreItem(source, prompt, name)
-        if isinstance(source, Path) and not source.is_file():
-            result = self.evaluator.shell(item, dims, explain)
-            result.error = ItemError("VideoError", "no such video file in the allowed root")
-            return result
-        prepared = self.evaluator.prepare(item, dims, explain)
+        prepared = self.evaluator.prepare(ScoreItem(source, prompt, name), dims, explain)
         if isinstance(prepared, VideoResult):
             prepared.error = replace(prepared.error,
                                      message=self._without_root(prepared.error.message))

@@ -31,10 +31,10 @@ Budgets (Appendix A, "8192/2048 × 32 × 32"): slow frames share ``slow_budget``
 and fast frames ``fast_budget`` = 2048 tokens (a token is a 32×32-px patch: Qwen3-VL's patch 16
 × spatial merge 2). Each kind is given the largest size, a multiple of 32 px with the aspect
 kept, whose exact token count fits its budget; slow frames at most ``max_slow_tokens`` (768)
-each, fast frames never larger than slow ones, never above the frame's own size. Qwen3-VL
-merges two consecutive frames into one temporal patch and every run of consecutive same-type
-frames is its own video item (``qsave.video.inputs``), so a run of ``L`` frames at ``h × w``
-costs ``ceil(L / 2) · (h/32) · (w/32)`` tokens; the budgets are checked on that exact count.
+each, fast frames never larger than slow ones, never above the frame's own size. Every run of
+consecutive same-type frames is its own video item (``qsave.video.inputs``), so a run of ``L``
+frames at ``h × w`` costs ``ceil(L / 2) · (h/32) · (w/32)`` tokens; the budgets are checked on
+that exact count.
 
 The "w/o SlowFast" ablation of Table 4 compares at a fixed budget with the modes
 ``uniform-matched`` (the same 8 fps frames, all at one size, within the SlowFast plan's token
