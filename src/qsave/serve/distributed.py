@@ -65,7 +65,6 @@ class ScoringActor:
     def __init__(self, spec: dict, dimensions: list[str], explain: bool,
                  done: frozenset[str]) -> None:
         from qsave.evaluator import Evaluator
-        from qsave.spec import ScorerSpec
 
         self.evaluator = Evaluator.from_spec(ScorerSpec.from_dict(spec))
         self.dimensions = tuple(Dimension(d) for d in dimensions)
