@@ -106,3 +106,27 @@ def test_resume_after_kill_9_gives_the_same_rows(corpus, tmp_path):
     assert rows[: len(written)] == written  # written rows survive the kill unchanged
     for row, ref in zip(rows, expected, strict=True):
         assert row["scores"]["visual"]["score"] == pytest.approx(ref["scores"]["visual"]["score"])
+
+
+def test_limits_make_a_hostile_file_or_prompt_an_error_row(corpus, tmp_path):
+    """A 16000×16000 file in a folder is refused from its header (the others are scored), and
+    `--limits` bounds prompts too."""
+    from video.hostile import write_huge_clip
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_huge_clip(folder / "huge.avi")
+    (folder / "ok.mp4").write_bytes(next((corpus / "clips").glob("*.mp4")).read_bytes())
+    out = tmp_path / "out.jsonl"
+    assert main(["score", str(folder), "-o", str(out), "--model", "tiny"]) == 1
+    rows = {row["id"]: row for row in read_records(out)}
+    assert rows["huge"]["error"]["type"] == "VideoLimitError"
+    assert "max_pixels" in rows["huge"]["error"]["message"] and rows["ok"]["error"] is None
+    limits = tmp_path / "limits.yaml"
+    limits.write_text("max_prompt_tokens: 4\nvideo:\n  max_pixels: 100000000000\n")
+    prompted = tmp_path / "prompted.jsonl"
+    assert main(["score", str(folder / "ok.mp4"), "-o", str(prompted), "--model", "tiny",
+                 "--limits", str(limits), "--prompt", "a red cube slides left slowly"]) == 1
+    row, = read_records(prompted)
+    assert row["error"]["type"] == "PromptLimitError" and "max_prompt_tokens (4)" in \
+        row["error"]["message"]

@@ -80,3 +80,19 @@ def test_the_spec_checks_its_values(tmp_path):
     (tmp_path / SPEC_FILE).write_text('{"video": {"mode": "uniform"}, "lr": 1}')
     with pytest.raises(ConfigError, match=SPEC_FILE):
         resolve_spec(str(tmp_path))
+
+
+@pytest.mark.parametrize("video", [{"uniform_fps": float("nan")},
+                                   {"slowfast": {"flat_std": float("inf")}},
+                                   {"decode": {"fps": float("nan")}}])
+def test_nan_and_inf_video_settings_are_refused(video):
+    with pytest.raises(ConfigError, match="must be a"):
+        resolve_spec("tiny", video=video)
+
+
+def test_limits_are_neither_saved_nor_a_setting(tmp_path):
+    spec = resolve_spec("tiny", limits={"max_prompt_tokens": 8, "video": {"max_pixels": 64}})[0]
+    assert spec.limits.max_prompt_tokens == 8 and spec.limits.video.max_pixels == 64
+    assert "limits" not in json.loads(spec.save(tmp_path).read_text())
+    with pytest.raises(ConfigError, match="unknown limits settings"):
+        resolve_spec("tiny", limits={"max_prompt_words": 8})

@@ -5,12 +5,14 @@ Each sub-command below is a thin wrapper: parse flags, call the library, print w
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from qsave.errors import ConfigError
 from qsave.spec import ScorerSpec
 from qsave.video.slowfast import MODES
 
@@ -406,10 +408,16 @@ _VideoConfig = Annotated[Path | None, typer.Option(
 _MaxNewTokens = Annotated[int | None, typer.Option(
     help=f"Rationale length limit with --explain (default: the checkpoint's, else "
          f"{_SPEC.max_new_tokens}).")]
+_Limits = Annotated[Path | None, typer.Option(
+    help="YAML/JSON of InputLimits fields: max_prompt_chars (default "
+         f"{_SPEC.limits.max_prompt_chars}), max_prompt_tokens ({_SPEC.limits.max_prompt_tokens})"
+         f", video: max_pixels ({_SPEC.limits.video.max_pixels}), max_decoded_frames "
+         f"({_SPEC.limits.video.max_decoded_frames}), max_duration_s "
+         f"({_SPEC.limits.video.max_duration_s}). An input over a limit is that item's error.")]
 
 
 def _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format, video_mode,
-                 video_config, max_new_tokens):
+                 video_config, max_new_tokens, limits=None):
     """The ScorerSpec of the model flags over the checkpoint's saved settings (printed)."""
     from qsave.spec import resolve_spec
 
@@ -418,7 +426,8 @@ def _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format
         video["mode"] = video_mode
     spec, source = resolve_spec(model, backend=backend, revision=revision, adapter=adapter,
                                 device=device, dtype=dtype, answer_format=answer_format,
-                                video=video or None, max_new_tokens=max_new_tokens)
+                                video=video or None, max_new_tokens=max_new_tokens,
+                                limits=_load_mapping(limits, "limits") if limits else None)
     if source is not None:
         console.print(f"scorer settings of the checkpoint: {source} (answer format "
                       f"{spec.answer_format.value}, {spec.video.mode} frames)")
@@ -464,6 +473,7 @@ def score_command(
     video_mode: _VideoMode = None,
     video_config: _VideoConfig = None,
     max_new_tokens: _MaxNewTokens = None,
+    limits: _Limits = None,
     ray: Annotated[bool, typer.Option(help="Score on Ray Data (actors holding models).")] = False,
     ray_actors: _RayActors = None,
     ray_gpus: _RayGpus = None,
@@ -475,7 +485,7 @@ def score_command(
 
     items = items_from(source, prompt, prompts)  # ids checked before any model loads
     spec = _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format,
-                        video_mode, video_config, max_new_tokens)
+                        video_mode, video_config, max_new_tokens, limits)
     dims = dimensions.split(",") if dimensions else None
     if ray:
         run = _score_on_ray(items, out, spec, dims, explain, batch_size,
@@ -625,9 +635,9 @@ def serve_command(
     model: _Model = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
-    token: Annotated[str | None, typer.Option(envvar="QSAVE_SERVE_TOKEN", show_default=False,
-                                              help="Bearer token for /score and /reward.")]
-    = None,
+    token_file: Annotated[Path | None, typer.Option(
+        help="File holding the bearer token for /score and /reward (or set QSAVE_SERVE_TOKEN; "
+             "never on the command line, where ps shows it).")] = None,
     allowed_root: Annotated[Path | None, typer.Option(help="Directory whose files may be "
                                                       "scored by path.")] = None,
     max_video_mb: Annotated[float | None, typer.Option(help="One upload at most (MiB).")] = None,
@@ -638,7 +648,8 @@ def serve_command(
                                                             "limit (s).")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Videos per forward pass.")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="Micro-batching window (ms).")] = None,
-    max_queue: Annotated[int | None, typer.Option(help="Waiting videos before 503.")] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Videos in flight before 503.")] = None,
+    max_decodes: Annotated[int | None, typer.Option(help="Videos decoded at once.")] = None,
     weights: Annotated[str | None, typer.Option(help='Reward weights, JSON: {"visual": 1, …}.')]
     = None,
     error_reward: Annotated[float | None, typer.Option(help="Reward of an unscorable video.")]
@@ -654,6 +665,7 @@ def serve_command(
     video_mode: _VideoMode = None,
     video_config: _VideoConfig = None,
     max_new_tokens: _MaxNewTokens = None,
+    limits: _Limits = None,
 ) -> None:
     """Serve the evaluator over HTTP: /score, /reward (one reward per video), /health, /metrics."""
     import json
@@ -662,9 +674,9 @@ def serve_command(
 
     parsed = json.loads(weights) if weights else None
     scorer = _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format,
-                          video_mode, video_config, max_new_tokens)
+                          video_mode, video_config, max_new_tokens, limits)
     config = ServeConfig(scorer=scorer, **_given(
-        host=host, port=port, token=token,
+        host=host, port=port, token=_serve_token(token_file), max_decodes=max_decodes,
         allowed_root=str(allowed_root) if allowed_root else None, max_video_mb=max_video_mb,
         max_request_mb=max_request_mb, max_items=max_items, request_timeout_s=request_timeout_s,
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
@@ -672,6 +684,19 @@ def serve_command(
     console.print(f"serving {config.scorer.model} on http://{config.host}:{config.port} "
                   f"(auth: {'bearer token' if config.token else 'none'})")
     serve(config)
+
+
+def _serve_token(token_file: Path | None) -> str | None:
+    """The bearer token: the file's first line, else $QSAVE_SERVE_TOKEN, else None."""
+    if token_file is not None:
+        try:
+            lines = token_file.read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise ConfigError(f"cannot read --token-file {token_file}: {error}") from error
+        if not lines or not lines[0].strip():
+            raise ConfigError(f"--token-file {token_file} holds no token on its first line")
+        return lines[0].strip()
+    return os.environ.get("QSAVE_SERVE_TOKEN") or None
 
 
 # --- demo ----------------------------------------------------------------------------------

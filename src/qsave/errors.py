@@ -1,5 +1,7 @@
 """One exception family for everything qsave raises on purpose (DESIGN.md, Conventions)."""
 
+import math
+
 
 class QsaveError(Exception):
     """Base class: catch this to handle any qsave failure of a single item."""
@@ -23,6 +25,31 @@ class ModelError(QsaveError):
 
 class ConfigError(QsaveError):
     """A configuration value is invalid; the message quotes the value."""
+
+    @classmethod
+    def require_finite(cls, config: object) -> None:
+        """Raise for the first float field of a dataclass that is NaN or infinite (a NaN
+        passes every ``<`` and ``>`` check, so range checks alone let it through)."""
+        for name, value in vars(config).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise cls(f"{name} ({value}) must be a finite number")
+
+
+class LimitError(QsaveError):
+    """An input exceeds a configured resource limit; the message gives the figure and the
+    limit (the server answers 413)."""
+
+
+class VideoLimitError(LimitError, VideoError):
+    """A video is too large to decode safely (pixels per frame, frames, duration)."""
+
+
+class PromptLimitError(LimitError):
+    """A prompt is longer than the configured limit (characters or tokens)."""
+
+
+class Cancelled(QsaveError):
+    """The work was cancelled by its caller (a request that timed out or hung up)."""
 
 
 def error_class(name: str) -> type[QsaveError]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ class Backend(ABC):
     spec: ScorerSpec  # what the backend was loaded with
     info: ModelInfo  # recorded in every row
     explains: bool = True  # whether it can generate a rationale (explain mode)
+
+    processor: Any  # the checkpoint's processor (its tokenizer counts prompt tokens)
+
+    def prompt_tokens(self, text: str) -> int:
+        """Tokens of a user prompt as the model's tokenizer counts them."""
+        return len(self.processor.tokenizer.encode(text, add_special_tokens=False))
 
     @abstractmethod
     def score(self, items: Sequence[Prepared], dimensions: Sequence[Dimension],
@@ -173,16 +180,18 @@ class Evaluator:
         return VideoResult(item.name, item.path, item.content_hash, item.prompt,
                            model=self.info.to_dict(), settings=self.settings(dimensions, explain))
 
-    def prepare(self, item: ScoreItem, dimensions: Sequence[Dimension],
-                explain: bool) -> Prepared | VideoResult:
-        """Hash and decode one video; its result with the error set when that fails."""
+    def prepare(self, item: ScoreItem, dimensions: Sequence[Dimension], explain: bool,
+                cancel: threading.Event | None = None) -> Prepared | VideoResult:
+        """Check the prompt against the spec's limits, hash and decode one video (within
+        them; ``cancel`` stops the decoding); its result with the error set when that fails."""
         result = self.shell(item, dimensions, explain)
         try:
+            self.spec.limits.check_prompt(item.prompt, self.backend.prompt_tokens)
             video = item.video
             if not isinstance(video, PreparedVideo):
                 source = io.BytesIO(video) if isinstance(video, bytes | bytearray) else video
                 result.content_hash = result.content_hash or content_hash(source)
-                video = prepare_video(source, self.spec.video)
+                video = prepare_video(source, self.spec.video, self.spec.limits.video, cancel)
         except QsaveError as error:
             result.error = ItemError.of(error)
             return result

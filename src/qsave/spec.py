@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from qsave.dimensions import DIMENSIONS, Dimension
-from qsave.errors import ConfigError
+from qsave.errors import ConfigError, PromptLimitError
 from qsave.prompts import AnswerFormat
+from qsave.video.decode import DecodeLimits
 from qsave.video.inputs import VideoConfig
 
 TINY = "tiny"  # the model name that selects the embedded tiny Qwen3-VL
@@ -33,6 +34,37 @@ SPEC_FILE = "qsave_scorer.json"  # saved beside every checkpoint qsave trains
 BACKENDS = ("transformers", "vllm")
 DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # names --dtype accepts
 CHECKPOINT_FIELDS = ("answer_format", "video", "max_new_tokens", "dimensions")  # what it saves
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one input may cost; beyond it that item fails with a ``LimitError`` (the server
+    answers 413) before any decoding or model work. Not saved with a checkpoint, not a scoring
+    setting: a limit decides whether an input is scored, never how."""
+
+    video: DecodeLimits = field(default_factory=DecodeLimits)  # pixels, frames, duration
+    max_prompt_chars: int = 10_000  # characters of one prompt (checked before tokenizing)
+    max_prompt_tokens: int = 2_048  # tokens of one prompt (the video prefix is ~10k tokens)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.video, dict):
+            object.__setattr__(self, "video", _from_fields(DecodeLimits, self.video, "video"))
+        for name in ("max_prompt_chars", "max_prompt_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} ({getattr(self, name)!r}) must be a positive integer")
+
+    def check_prompt(self, prompt: str | None, count_tokens: Any) -> None:
+        """Raise ``PromptLimitError`` when ``prompt`` is over either limit; ``count_tokens``
+        is called only on a prompt within the character limit."""
+        if not prompt:
+            return
+        if len(prompt) > self.max_prompt_chars:
+            raise PromptLimitError(f"the prompt has {len(prompt):,} characters, more than "
+                                   f"max_prompt_chars ({self.max_prompt_chars:,})")
+        tokens = count_tokens(prompt)
+        if tokens > self.max_prompt_tokens:
+            raise PromptLimitError(f"the prompt has {tokens:,} tokens, more than "
+                                   f"max_prompt_tokens ({self.max_prompt_tokens:,})")
 
 
 @dataclass(frozen=True)
@@ -50,6 +82,7 @@ class ScorerSpec:
     video: VideoConfig = field(default_factory=VideoConfig)  # decoding, SlowFast, budget
     max_new_tokens: int = 256  # rationale length limit in explain mode
     dimensions: tuple[Dimension, ...] = DIMENSIONS  # scored when a call names none
+    limits: InputLimits = field(default_factory=InputLimits)  # what one input may cost
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -64,6 +97,8 @@ class ScorerSpec:
                               f"{valid}") from None
         if isinstance(self.video, dict):
             object.__setattr__(self, "video", VideoConfig.from_dict(self.video))
+        if isinstance(self.limits, dict):
+            object.__setattr__(self, "limits", _from_fields(InputLimits, self.limits, "limits"))
         object.__setattr__(self, "dimensions", parse_dimensions(self.dimensions))
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens ({self.max_new_tokens}) must be at least 1")
@@ -77,11 +112,7 @@ class ScorerSpec:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ScorerSpec:
         """Inverse of :meth:`to_dict`; unknown keys raise and list the valid ones."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise ConfigError(f"unknown scorer settings {unknown}; valid: {sorted(valid)}")
-        return cls(**values)
+        return _from_fields(cls, values, "scorer")
 
     def scored_dimensions(self, dimensions: Any = None) -> tuple[Dimension, ...]:
         """``dimensions`` in canonical order, or the spec's own when None."""
@@ -97,6 +128,15 @@ class ScorerSpec:
         path = Path(directory) / SPEC_FILE
         path.write_text(json.dumps(self.checkpoint_dict(), indent=2) + "\n", encoding="utf-8")
         return path
+
+
+def _from_fields(cls: type, values: dict[str, Any], what: str) -> Any:
+    """``cls(**values)`` with unknown keys a ``ConfigError`` listing the valid ones."""
+    valid = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown {what} settings {unknown}; valid: {valid}")
+    return cls(**values)
 
 
 def parse_dimensions(dimensions: Any) -> tuple[Dimension, ...]:

@@ -93,3 +93,35 @@ def test_a_full_queue_refuses_and_cancelled_items_are_skipped():
 def test_config_is_checked(kwargs):
     with pytest.raises(ConfigError):
         BatcherConfig(**kwargs)
+
+
+def test_a_cancelled_item_leaves_the_queue_at_once():
+    process = Recorder()
+    process.gate.clear()  # the worker holds its first batch
+    batcher = MicroBatcher(process, BatcherConfig(max_batch_size=1, max_wait_s=0))
+    running = batcher.submit("running")
+    time.sleep(0.1)
+    waiting = [batcher.submit(i) for i in range(3)]
+    assert batcher.depth == 3
+    assert waiting[1].cancel() and batcher.depth == 2 and batcher.cancelled == 1
+    process.gate.set()
+    assert running.result(5) == ("done", "running")
+    assert [waiting[i].result(5) for i in (0, 2)] == [("done", 0), ("done", 2)]
+    batcher.close()
+    assert [b[0] for b in process.batches] == ["running", 0, 2]
+
+
+def test_close_resolves_each_waiting_future_once_and_skips_cancelled_ones():
+    process = Recorder()
+    process.gate.clear()
+    batcher = MicroBatcher(process, BatcherConfig(max_batch_size=1, max_wait_s=0))
+    running = batcher.submit("running")
+    time.sleep(0.1)
+    gone, left = batcher.submit("gone"), batcher.submit("left")
+    gone.cancel()
+    threading.Timer(0.2, process.gate.set).start()
+    batcher.close(timeout=None)  # joins the worker after its batch; no InvalidStateError
+    assert running.result(0) == ("done", "running") and gone.cancelled()
+    with pytest.raises(Overloaded, match="closed"):
+        left.result(0)
+    assert not batcher._thread.is_alive()

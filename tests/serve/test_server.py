@@ -126,7 +126,9 @@ def test_oversized_uploads_and_bodies_are_refused(client, clips):
     assert response.status_code == 413
     _, videos = clips
     too_many = [("videos", (p.name, p.read_bytes())) for p, _ in videos * 2]  # 6 > max_items
-    assert client.post("/reward", files=too_many, headers=AUTH).status_code == 413
+    response = client.post("/reward", files=too_many, headers=AUTH)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == [
+        "body", "videos"]
 
 
 def test_corrupt_video_is_a_per_item_error(client, clips):
@@ -161,7 +163,7 @@ def test_reward_weights_and_validation(client, clips):
     assert client.post("/score", data={}, headers=AUTH).status_code == 422
     response = client.post("/score", data={"path": videos[0][0].name, "dimensions": "colour"},
                            headers=AUTH)
-    assert response.status_code == 422 and "valid dimensions" in response.text
+    assert response.status_code == 422 and "'visual', 'dynamic' or 'alignment'" in response.text
 
 
 def test_concurrent_requests_are_micro_batched(server, clips):

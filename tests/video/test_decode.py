@@ -10,10 +10,11 @@ import pytest
 from av.video.reformatter import VideoReformatter
 from videoclips import ENCODINGS, ClipSpec, corner, level, write_audio_only, write_clip
 
-from qsave.errors import ConfigError, VideoError
+from qsave.errors import ConfigError, VideoError, VideoLimitError
 from qsave.video.decode import (
     Converter,
     DecodeConfig,
+    DecodeLimits,
     _scales_in_source_format,
     decode_video,
     sample_frames,
@@ -123,7 +124,11 @@ def test_conversion_thread_failure_names_the_file(tmp_path):
 def test_eight_k_frame_is_downscaled_during_conversion(tmp_path):
     spec = ClipSpec(codec="mjpeg", container="mov", suffix=".mov", pix_fmt="yuvj420p")
     spec = ClipSpec(**{**spec.__dict__, "width": 7680, "height": 4320, "fps": 1, "seconds": 1})
-    video = decode_video(write_clip(tmp_path / "8k.mov", spec), DecodeConfig(max_side=640))
+    path = write_clip(tmp_path / "8k.mov", spec)
+    with pytest.raises(VideoLimitError, match="max_pixels"):  # 8K is over the default limit
+        decode_video(path, DecodeConfig(max_side=640))
+    video = decode_video(path, DecodeConfig(max_side=640),
+                         limits=DecodeLimits(max_pixels=7680 * 4320))
     assert video.frames.shape == (1, 360, 640, 3)
     assert (video.info.width, video.info.height) == (7680, 4320)
 

@@ -4,6 +4,8 @@ A record holds the chat messages (system optional; user: the video, then
 ``video_context(prompt)`` and ``dimension_question(dimension, fmt)`` in one text item;
 assistant: the target), the target ``format_answer(rating, rationale, fmt)``, the MOS on 1–5,
 its rating R(s) (Sec. 3.4.2) and the score r = (MOS − 1)/4 that the MSE loss regresses.
+The generation prompt and the rationale are user text: both are escaped
+(:func:`qsave.prompts.escape_text`), so a control token in them stays text.
 
 Rationale: the video's attribution for the dimension (App. C.1 collects one when MOS < 4),
 else the raters' reasons, else a *rationale policy* (a registry; default ``"criteria"``).

@@ -22,6 +22,7 @@ class TransformersBackend(Backend):
 
     def __init__(self, loaded: LoadedModel, spec: ScorerSpec) -> None:
         self.loaded, self.spec, self.info = loaded, spec, loaded.info
+        self.processor = loaded.processor
         self.setup = scorer.ScoringSetup(loaded.model, loaded.processor, loaded.rating_ids,
                                          spec.answer_format, spec.max_new_tokens)
 

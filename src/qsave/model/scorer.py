@@ -28,7 +28,14 @@ from transformers import DynamicCache
 
 from qsave.dimensions import RATINGS, WEIGHTS, Dimension, score_to_mos
 from qsave.errors import ModelError
-from qsave.prompts import THINK_CLOSE, THINK_OPEN, AnswerFormat, dimension_question, video_context
+from qsave.prompts import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    AnswerFormat,
+    dimension_question,
+    escape_text,
+    video_context,
+)
 from qsave.scores import DimensionScore
 
 # Score-only in the think-first format forces an empty analysis, so the rating is read right
@@ -107,10 +114,11 @@ def prompt_parts(
     """(prefix, suffix) text: the prefix ends after the video context, shared by dimensions.
 
     The full text is the chat template of one user turn (video, context, question) with the
-    assistant start, plus the forced answer start; it is split where the question begins.
+    assistant start, plus the forced answer start; it is split where the question begins. The
+    user's prompt is escaped for this tokenizer (``escape_text``): no control token in it.
     """
     question = dimension_question(dimension, fmt)
-    text = f"{video_context(prompt)}\n{question}"
+    text = f"{video_context(prompt, processor.tokenizer)}\n{question}"
     messages = [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
     full = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     full += assistant_start(fmt)
@@ -347,7 +355,8 @@ def explain(
     bare = _full_texts(setup, items, dimensions, [""] * len(videos))
     if fmt is AnswerFormat.THINK_FIRST:
         rationales = generate(setup, [t + THINK_OPEN for t in bare], videos, THINK_CLOSE)
-        answers = [f"{THINK_OPEN}{r}{THINK_CLOSE}" for r in rationales]
+        tokenizer = setup.processor.tokenizer
+        answers = [f"{THINK_OPEN}{escape_text(r, tokenizer)}{THINK_CLOSE}" for r in rationales]
         scores = score_independent(setup, items, dimensions, answers)
     else:
         scores = score_independent(setup, items, dimensions, [""] * len(videos))

@@ -7,8 +7,9 @@ batch and resolves each caller's future with its own result. Items of different 
 dimensions, explain mode) are never mixed: a batch holds the items of one ``key``.
 
 The queue is bounded: a full queue refuses new work at once (``Overloaded``, HTTP 503) rather
-than letting latency grow without limit. A caller that gave up (its future cancelled) is
-dropped before its item reaches the model.
+than letting latency grow without limit. A caller that gave up (its future cancelled) has its
+item taken out of the queue at once (``cancelled`` counts them); an item already in a running
+batch is finished. ``close`` resolves every waiting future exactly once.
 
 >>> batcher = MicroBatcher(lambda items: [x * 2 for x in items], BatcherConfig(max_wait_s=0))
 >>> batcher.submit(21).result(timeout=5)
@@ -86,6 +87,7 @@ class MicroBatcher(Generic[T, R]):
         self._ready = threading.Condition()
         self._closed = False
         self._batches = 0
+        self.cancelled = 0  # items taken out of the queue because their caller gave up
         self._thread = threading.Thread(target=self._loop, name="qsave-batcher", daemon=True)
         self._thread.start()
 
@@ -104,16 +106,32 @@ class MicroBatcher(Generic[T, R]):
                 raise Overloaded(f"the queue is full ({self.config.max_queue} items waiting)")
             self._queue.append(_Pending(item, key, future, with_info))
             self._ready.notify()
+        future.add_done_callback(self._forget)
         return future
 
+    def _forget(self, future: Future) -> None:
+        """Take a cancelled item out of the queue (its caller gave up)."""
+        if not future.cancelled():
+            return
+        with self._ready:
+            for pending in self._queue:
+                if pending.future is future:
+                    self._queue.remove(pending)
+                    self.cancelled += 1
+                    return
+
     def close(self, timeout: float | None = 5.0) -> None:
-        """Stop taking items, finish the batch in progress, fail what still waits."""
+        """Stop taking items, finish the batch in progress, fail every item still waiting
+        (once each; a cancelled one is skipped)."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
         self._thread.join(timeout)
-        while self._queue:
-            self._queue.popleft().future.set_exception(Overloaded("the batcher closed"))
+        with self._ready:
+            waiting, self._queue = list(self._queue), deque()
+        for pending in waiting:
+            if pending.future.set_running_or_notify_cancel():
+                pending.future.set_exception(Overloaded("the batcher closed"))
 
     # ---- worker ------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -127,15 +145,20 @@ class MicroBatcher(Generic[T, R]):
         """The first waiting item and up to max_batch_size-1 more of its key, waiting at most
         max_wait_s after the first one arrived for the batch to fill."""
         with self._ready:
-            while not self._queue and not self._closed:
-                self._ready.wait()
-            if self._closed:
-                return None
-            deadline = self._queue[0].submitted + self.config.max_wait_s
-            while (self._count_key(self._queue[0].key) < self.config.max_batch_size
-                   and not self._closed and (left := deadline - time.perf_counter()) > 0):
-                self._ready.wait(left)
-            return self._take(self._queue[0].key)
+            while True:
+                while not self._queue and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    return None
+                deadline = self._queue[0].submitted + self.config.max_wait_s
+                while (self._queue and not self._closed
+                       and self._count_key(self._queue[0].key) < self.config.max_batch_size
+                       and (left := deadline - time.perf_counter()) > 0):
+                    self._ready.wait(left)
+                if self._closed:
+                    return None
+                if self._queue:  # else every waiting caller gave up: wait for the next one
+                    return self._take(self._queue[0].key)
 
     def _count_key(self, key: Hashable) -> int:
         return sum(1 for pending in self._queue if pending.key == key)

@@ -67,10 +67,16 @@ class RewardConfig:
 
 
 def combine(scores: Mapping[Dimension, float], config: RewardConfig) -> float:
-    """Σ w_d·r̂_d / Σ w_d over the dimensions with a positive weight."""
+    """Σ w_d·r̂_d / Σ w_d over the dimensions with a positive weight (the weights divided by
+    their largest first, so huge weights cannot overflow the sum).
+
+    >>> round(combine({Dimension.VISUAL: 0.49}, RewardConfig({"visual": 1e308})), 6)
+    0.49
+    """
     dims = config.dimensions
-    total = sum(config.weights[d.value] for d in dims)
-    return sum(config.weights[d.value] * scores[d] for d in dims) / total
+    largest = max(config.weights[d.value] for d in dims)
+    weights = [config.weights[d.value] / largest for d in dims]
+    return sum(w * scores[d] for w, d in zip(weights, dims, strict=True)) / sum(weights)
 
 
 @dataclass

@@ -1,63 +1,79 @@
 """The HTTP reward server: ``qsave serve`` (paper Sec. 5, Table 5: the evaluator as a reward model).
 
-Endpoints (FastAPI; the schema at ``/openapi.json``, the interactive docs at ``/docs``):
+Endpoints (FastAPI; the schema at ``/openapi.json`` is the contract, ``/docs`` renders it):
 
 * ``POST /score`` — one video (a multipart upload ``video``, or ``path`` inside the configured
-  ``allowed_root``), ``prompt``, ``dimensions`` (comma-separated), ``explain``; returns the
-  result record of ``qsave score`` (per-dimension score, MOS, probabilities, rating, entropy).
+  ``allowed_root``), ``prompt``, ``dimensions``, ``explain``; returns the result record of
+  ``qsave score`` (per-dimension score, MOS, probabilities, rating, entropy).
 * ``POST /reward`` — a batch: uploads ``videos`` or ``paths`` (repeated fields), ``prompts``
-  (repeated, aligned), optional ``weights`` (JSON object); returns one scalar reward per item,
-  the weighted mean of the dimension scores (App. D.2's *Overall* by default), and the
-  per-dimension values.
-* ``GET /health`` and ``GET /metrics`` (Prometheus text format), both without authentication.
+  (repeated, aligned), optional ``weights`` (a JSON object); one scalar reward per item, the
+  weighted mean of the dimension scores (App. D.2's *Overall* by default), and the parts.
+* ``GET /health`` (503 "overloaded" when a new video would be refused) and ``GET /metrics``
+  (Prometheus text), both without authentication.
 
-Concurrent requests are micro-batched (``batcher.py``): decoding runs in the request's worker
-thread, the forward passes in one model thread. A video that cannot be decoded or scored is a
-per-item ``error`` (HTTP 200; ``/reward`` gives it ``error_reward``), never a failed batch.
+Concurrent requests are micro-batched (``batcher.py``): videos decode in a pool of
+``max_decodes`` threads, the forward passes run in one model thread. A video that cannot be
+decoded or scored is a per-item ``error`` (HTTP 200; ``/reward`` gives it ``error_reward``),
+never a failed batch.
 
-Limits: a bearer token (``Authorization: Bearer …``) on the scoring endpoints, compared in
-constant time; without a token the server only binds loopback addresses. The request body is
-capped (``max_request_mb``, 413) while it streams in, and must arrive within
-``request_timeout_s`` (408); each upload is capped (``max_video_mb``, 413); a request's scoring
-is bounded by ``request_timeout_s`` (504); a full queue answers 503. A ``path`` is resolved
-(symbolic links included) and must stay inside ``allowed_root`` (403), and upload file names
-are never used as paths.
+Bounds, so that no request can take the server down:
+
+* Before the body is read (``guard.py``): the bearer token (401), and without a token a
+  loopback ``Host`` and no foreign ``Origin`` (403); the body's size (``max_request_mb``, 413)
+  and arrival time (``request_timeout_s``, 408).
+* Each field typed and ranged (``api.py``, 422 naming the field); each upload at most
+  ``max_video_mb`` (413); a ``path`` resolved (symbolic links included) inside
+  ``allowed_root`` (403).
+* Before a video is decoded: its header against the scorer's limits (pixels per frame, frames,
+  duration) and the prompt against its character and token limits — on ``/score`` a 413 with
+  the figures, on ``/reward`` that item's error.
+* Admission: at most ``max_queue`` videos in flight (decoding, waiting, or in a batch); beyond,
+  503 with ``Retry-After`` — ``/reward`` is admitted whole or not at all.
+* A request that times out (504) or whose client hangs up has its work cancelled: the decode
+  stops at the next packet, its queued items leave the queue, a running batch finishes and its
+  result is dropped; ``qsave_cancelled_items`` counts them by stage.
 """
 
+
 import asyncio
-import hmac
-import ipaddress
-import json
 import logging
-import time
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPBearer
 
 from qsave.dimensions import DIMENSIONS
-from qsave.errors import ConfigError, QsaveError
+from qsave.errors import ConfigError, LimitError, QsaveError, error_class
 from qsave.evaluator import Evaluator, Prepared, ScoreItem
 from qsave.scores import VideoResult
+from qsave.serve import api
 from qsave.serve.batcher import BatcherConfig, BatchInfo, MicroBatcher, Overloaded
+from qsave.serve.guard import MB, Guard, is_loopback
+from qsave.serve.metrics import Metrics
 from qsave.serve.reward import CollapseMonitor, RewardConfig, batch_stats, reward_of
 from qsave.spec import ScorerSpec, parse_dimensions
 
 log = logging.getLogger("qsave.serve")
-MB = 1 << 20  # bytes in a mebibyte
+CLIENT_GONE = 499  # nginx's "client closed request": the status recorded for a hung-up client
+MULTIPART = "multipart/form-data"  # the requests' media type (uploads beside the fields)
+HANGUP_POLL_S = 0.2  # how often a running request checks that its client is still there
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     """The reward server; ``qsave serve`` flags mirror the fields (the model's through the
-    scorer spec)."""
+    scorer spec, whose ``limits`` bound each video and prompt)."""
 
-    scorer: ScorerSpec = field(default_factory=ScorerSpec)  # model, backend, video settings …
+    scorer: ScorerSpec = field(default_factory=ScorerSpec)  # model, backend, video, limits …
     host: str = "127.0.0.1"  # address to bind
     port: int = 8000  # port to bind (0: any free port)
     token: str | None = None  # bearer token required on /score and /reward; None: no auth
@@ -68,45 +84,42 @@ class ServeConfig:
     request_timeout_s: float = 300.0  # body upload, and scoring, each within this time
     max_batch_size: int = 8  # videos per forward pass at most
     max_wait_ms: float = 10.0  # how long a request waits for others to share its batch
-    max_queue: int = 256  # videos waiting at most; beyond that: 503
+    max_queue: int = 256  # videos in flight at most (decoding, waiting, in a batch); then 503
+    max_decodes: int = 2  # videos decoded at once (threads; FFmpeg threads within each)
     weights: dict[str, float] = field(  # default reward weights per dimension
         default_factory=lambda: {d.value: 1.0 for d in DIMENSIONS})
     error_reward: float = 0.0  # the reward of a video that cannot be scored
     allow_unauthenticated: bool = False  # allow no token on a non-loopback address
 
     def __post_init__(self) -> None:
+        ConfigError.require_finite(self)
         for name in ("max_video_mb", "max_request_mb", "request_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} ({getattr(self, name)}) must be positive")
-        if self.max_items < 1:
-            raise ConfigError(f"max_items ({self.max_items}) must be at least 1")
+        for name in ("max_items", "max_decodes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} ({getattr(self, name)}) must be at least 1")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port ({self.port}) must be in 0..65535")
         if self.token is not None and not self.token.strip():
             raise ConfigError("the token must not be empty")
-        if self.token is None and not self.allow_unauthenticated and not _loopback(self.host):
+        if self.token is None and not self.allow_unauthenticated and not is_loopback(self.host):
             raise ConfigError(
-                f"refusing to serve on {self.host!r} without a token: set --token (or "
-                "QSAVE_SERVE_TOKEN), bind 127.0.0.1, or pass --allow-unauthenticated")
+                f"refusing to serve on {self.host!r} without a token: set QSAVE_SERVE_TOKEN or "
+                "--token-file, bind 127.0.0.1, or pass --allow-unauthenticated")
         RewardConfig(self.weights, self.error_reward)  # validates the weights
+        self.batcher  # validates the batching settings  # noqa: B018
 
     @property
     def batcher(self) -> BatcherConfig:
         return BatcherConfig(self.max_batch_size, self.max_wait_ms / 1000, self.max_queue)
 
     def public(self) -> dict[str, Any]:
-        """The settings without the token (for /health and logs)."""
+        """The settings without the token (for logs)."""
         values = asdict(self)
         values["scorer"] = self.scorer.to_dict()
         values["token"] = "set" if self.token else None
         return values
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # ---- scoring jobs -------------------------------------------------------------------------
@@ -146,135 +159,73 @@ def stem_of(filename: str | None, fallback: str) -> str:
     """A display id from an upload's file name (never used as a path)."""
     name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     stem = name.rsplit(".", 1)[0] if "." in name else name
-    return stem[:200] or fallback
+    return stem[:api.MAX_ID_CHARS] or fallback
 
 
-# ---- metrics ------------------------------------------------------------------------------
-class Metrics:
-    """Prometheus metrics in a registry of their own (no global state)."""
-
-    def __init__(self, depth: Callable[[], int]) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter("qsave_requests", "HTTP requests", ["endpoint", "status"],
-                                registry=r)
-        self.latency = Histogram("qsave_request_seconds", "Request latency", ["endpoint"],
-                                 registry=r, buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60,
-                                                      120, 300))
-        self.items = Counter("qsave_items", "Videos scored", ["outcome"], registry=r)
-        self.batch_size = Histogram("qsave_batch_size", "Videos per forward batch", registry=r,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64))
-        self.batch_seconds = Histogram("qsave_batch_seconds", "Model time per batch",
-                                       registry=r)
-        self.scores = Histogram("qsave_score", "Dimension scores r̂ (0..1)", ["dimension"],
-                                registry=r, buckets=(.1, .2, .3, .4, .5, .6, .7, .8, .9, 1))
-        queue = Gauge("qsave_queue_depth", "Videos waiting for the model", registry=r)
-        queue.set_function(depth)
-
-    def on_batch(self, info: BatchInfo) -> None:
-        self.batch_size.observe(info.size)
-        self.batch_seconds.observe(info.run_s)
-
-    def on_result(self, result: VideoResult) -> None:
-        self.items.labels("error" if result.error else "ok").inc()
-        for dimension, score in result.scores.items():
-            self.scores.labels(dimension.value).observe(score.score)
-
-    def render(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+def limit_reason(result: VideoResult) -> str | None:
+    """The metric label of a result refused by a limit (None when it was not)."""
+    if result.error is None or not issubclass(error_class(result.error.type), LimitError):
+        return None
+    return "video_limit" if result.error.type == "VideoLimitError" else "prompt_limit"
 
 
-# ---- request limits (pure ASGI, so nothing is read before the check) ---------------------
-ROUTES = ("/score", "/reward", "/health", "/metrics")
-
-
-class Guard:
-    """Caps the body size and its upload time, and records request metrics."""
-
-    def __init__(self, app: Any, config: ServeConfig, metrics: Metrics) -> None:
-        self.app, self.config, self.metrics = app, config, metrics
-        self.max_bytes = int(config.max_request_mb * MB)
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        endpoint = scope["path"] if scope["path"] in ROUTES else "other"
-        start, status = time.perf_counter(), {"code": 500}
-
-        async def send_status(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            length = dict(scope.get("headers") or []).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                await self._reject(send_status, 413, self._too_large())
-            else:
-                await self.app(scope, self._limited(receive, start), send_status)
-        finally:
-            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-
-    def _too_large(self) -> str:
-        return f"the request body exceeds max_request_mb ({self.config.max_request_mb} MiB)"
-
-    def _limited(self, receive: Callable, start: float) -> Callable:
-        """``receive`` that counts the body bytes and bounds the time the body takes to arrive
-        (once the body is complete, later calls — disconnect listening — pass through)."""
-        seen = {"bytes": 0, "complete": False}
-        deadline = start + self.config.request_timeout_s
-
-        async def limited() -> dict:
-            if seen["complete"]:
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), max(deadline - time.perf_counter(),
-                                                                0.001))
-            except TimeoutError:
-                raise HTTPException(408, "the request body did not arrive in "
-                                         f"{self.config.request_timeout_s} s") from None
-            seen["bytes"] += len(message.get("body", b""))
-            seen["complete"] = not message.get("more_body", False)
-            if seen["bytes"] > self.max_bytes:
-                raise HTTPException(413, self._too_large())
-            return message
-
-        return limited
-
-    @staticmethod
-    async def _reject(send: Callable, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-
-# ---- the application ----------------------------------------------------------------------
+# ---- the service --------------------------------------------------------------------------
 class Service:
-    """What the endpoints share: the evaluator, its batcher, the metrics, the config."""
+    """What the endpoints share: the evaluator, the decode pool, the batcher, the admission
+    count, the metrics, the config."""
 
     def __init__(self, evaluator: Evaluator, config: ServeConfig) -> None:
         self.evaluator, self.config = evaluator, config
         self.reward = RewardConfig(config.weights, config.error_reward)
         self.monitor = CollapseMonitor()  # follows /reward batches (one RL step each)
-        self.batcher: MicroBatcher | None = None
-        self.metrics = Metrics(lambda: self.batcher.depth if self.batcher else 0)
+        self.in_flight = 0  # videos admitted and not finished (event-loop thread only)
+        self.decoding = 0  # videos being decoded now (decode threads)
+        self._count = threading.Lock()
+        self.decoder = ThreadPoolExecutor(config.max_decodes, thread_name_prefix="qsave-decode")
+        self.metrics = Metrics({"queue_depth": lambda: self.batcher.depth,
+                                "decodes_in_progress": lambda: self.decoding,
+                                "items_in_flight": lambda: self.in_flight})
         self.batcher = MicroBatcher(lambda jobs: score_jobs(evaluator, jobs), config.batcher,
                                     on_batch=self.metrics.on_batch)
 
-    def prepare(self, source: Path | BinaryIO, name: str, prompt: str | None, dims: tuple,
-                explain: bool) -> Job | VideoResult:
-        """Hash and decode one video through the pipeline (in a worker thread); its result
-        with the error when that fails."""
-        prepared = self.evaluator.prepare(ScoreItem(source, prompt, name), dims, explain)
+    @property
+    def overloaded(self) -> bool:
+        """True when one more video would be refused (503)."""
+        return self.in_flight >= self.config.max_queue
+
+    @contextmanager
+    def admitted(self, count: int) -> Iterator[None]:
+        """Hold ``count`` places in flight for a request, or refuse it whole (503)."""
+        if self.in_flight + count > self.config.max_queue:
+            self.metrics.refused.labels("overloaded").inc()
+            raise HTTPException(503, f"overloaded: {self.in_flight} videos in flight, "
+                                     f"max_queue {self.config.max_queue}; retry later",
+                                headers={"Retry-After": "1"})
+        self.in_flight += count
+        try:
+            yield
+        finally:
+            self.in_flight -= count
+
+    def health(self) -> dict[str, Any]:
+        info = self.evaluator.info
+        return {"status": "overloaded" if self.overloaded else "ok", "model": info.to_dict(),
+                "device": info.device, "auth": self.config.token is not None,
+                "in_flight": self.in_flight, "max_queue": self.config.max_queue,
+                "queue": self.batcher.depth, "decodes_in_progress": self.decoding,
+                "decode_slots": self.config.max_decodes}
+
+    def prepare(self, item: ScoreItem, dims: tuple, explain: bool,
+                cancel: threading.Event) -> Job | VideoResult:
+        """Check, hash and decode one video through the pipeline (in a decode thread); its
+        result with the error when that fails."""
+        with self._count:
+            self.decoding += 1
+        try:
+            prepared = self.evaluator.prepare(item, dims, explain, cancel)
+        finally:
+            with self._count:
+                self.decoding -= 1
         if isinstance(prepared, VideoResult):
             prepared.error = replace(prepared.error,
                                      message=self._without_root(prepared.error.message))
@@ -286,24 +237,65 @@ class Service:
         root = self.config.allowed_root
         return message.replace(str(Path(root).resolve()) + "/", "") if root else message
 
-    async def run(self, job: Job | VideoResult, deadline: float
-                  ) -> tuple[VideoResult, BatchInfo | None]:
-        """The result of one video (scored through the batcher, or its error) and the batch
-        it went through."""
-        result, info = job, None
-        if isinstance(job, Job):
-            try:
-                future = self.batcher.submit(job, job.key, with_info=True)
-            except Overloaded as error:
-                raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from error
-            result, info = await asyncio.wait_for(asyncio.wrap_future(future),
-                                                  max(deadline - time.perf_counter(), 0.001))
+    async def score_one(self, item: ScoreItem, dims: tuple, explain: bool
+                        ) -> tuple[VideoResult, BatchInfo | None]:
+        """Decode (in the pool) and score (through the batcher) one admitted video. Cancelled
+        (its request timed out or hung up), it stops its decode or leaves the queue."""
+        cancel, stage = threading.Event(), "decode"
+        try:
+            loop = asyncio.get_running_loop()
+            job = await loop.run_in_executor(self.decoder, self.prepare, item, dims, explain,
+                                             cancel)
+            result, info = job, None
+            if isinstance(job, Job):
+                stage = "queue"
+                try:
+                    future = self.batcher.submit(job, job.key, with_info=True)
+                except Overloaded as error:
+                    raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from error
+                try:
+                    result, info = await asyncio.wrap_future(future)
+                except asyncio.CancelledError:
+                    stage = "queue" if future.cancel() else "batch"
+                    raise
+        except asyncio.CancelledError:
+            cancel.set()
+            self.metrics.cancelled.labels(stage).inc()
+            raise
         self.metrics.on_result(result)
+        if (reason := limit_reason(result)) is not None:
+            self.metrics.refused.labels(reason).inc()
         return result, info
 
+    async def attend(self, request: Request, work: Coroutine) -> Any:
+        """``work``'s result; cancelled when the client hangs up or ``request_timeout_s``
+        passes (504)."""
+        task = asyncio.ensure_future(work)
+        watch = asyncio.ensure_future(_hung_up(request))
+        try:
+            done, _ = await asyncio.wait({task, watch}, timeout=self.config.request_timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task in done:
+            return task.result()
+        if watch in done:
+            raise HTTPException(CLIENT_GONE, "the client closed the connection")
+        raise HTTPException(504, f"scoring took longer than {self.config.request_timeout_s} s")
+
     def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
+        """Finish the batch in progress, fail what still waits, stop the decode pool."""
+        self.batcher.close(timeout=None)
+        self.decoder.shutdown(wait=True, cancel_futures=True)
+
+
+async def _hung_up(request: Request) -> None:
+    """Returns once the client has closed the connection."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(HANGUP_POLL_S)
 
 
 def public_record(result: VideoResult, info: BatchInfo | None) -> dict[str, Any]:
@@ -314,10 +306,9 @@ def public_record(result: VideoResult, info: BatchInfo | None) -> dict[str, Any]
     return record
 
 
+# ---- the application ----------------------------------------------------------------------
 def create_app(config: ServeConfig, evaluator: Evaluator | None = None) -> Any:
     """The FastAPI application; ``evaluator`` defaults to loading ``config.scorer``."""
-    from contextlib import asynccontextmanager
-
     if evaluator is None:
         evaluator = Evaluator.from_spec(config.scorer)
     service = Service(evaluator, config)
@@ -327,142 +318,128 @@ def create_app(config: ServeConfig, evaluator: Evaluator | None = None) -> Any:
         yield
         service.close()
 
-    app = FastAPI(title="qsave reward server", version="1", lifespan=lifespan,
+    app = FastAPI(title="qsave reward server", version="2", lifespan=lifespan,
                   description=__doc__.split("\n\n")[0])
     app.state.service = service
-    _routes(app, service)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    auth = [Depends(HTTPBearer(description="QSAVE_SERVE_TOKEN of the server"))] \
+        if config.token else []
+    score_form, reward_form = api.request_models(evaluator.spec.limits.max_prompt_chars,
+                                                 config.max_items)
+    _score_route(app, service, auth, score_form)
+    _reward_route(app, service, auth, reward_form)
+    _info_routes(app, service)
+    schema = app.openapi
+    app.openapi = lambda: app.openapi_schema or api.fix_schema(schema())
     app.add_middleware(Guard, config=config, metrics=service.metrics)
     return app
 
 
-def _routes(app: Any, service: Service) -> None:
-    """Register the endpoints."""
-    authorized = _bearer_check(service.config)
-    _score_route(app, service, authorized)
-    _reward_route(app, service, authorized)
-    _info_routes(app, service)
+async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+    """422 with where and why for each problem, never the input itself (which may be huge or
+    not JSON: a NaN)."""
+    problems = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                for e in error.errors()]
+    return JSONResponse({"detail": problems}, status_code=422)
 
 
-def _bearer_check(config: ServeConfig) -> Callable:
-    """The auth dependency: the configured token, compared in constant time (401 if not)."""
-    bearer = HTTPBearer(auto_error=False)
+def _no_empty_fields(form_model: type) -> Any:
+    """A dependency: 422 for a field sent empty where its schema refuses an empty value
+    (FastAPI would take it as left out)."""
 
-    def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                          Depends(bearer)]) -> None:
-        if config.token is None:
-            return
-        given = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(given.encode(), config.token.encode()):
-            raise HTTPException(401, "missing or invalid bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
+    async def check(request: Request) -> None:
+        if problems := api.empty_field_errors(form_model, await request.form()):
+            raise RequestValidationError(problems)
 
-    return authorized
+    return Depends(check)
 
 
-def _dimensions_of(text: str | None) -> tuple:
-    try:
-        return parse_dimensions(text.split(",") if text else None)
-    except ConfigError as error:
-        raise HTTPException(422, str(error)) from error
-
-
-async def _one(service: Service, source, name, prompt, dims, explain, deadline
-               ) -> tuple[VideoResult, BatchInfo | None]:
-    """Decode in a worker thread, then score through the batcher."""
-    job = await run_in_threadpool(service.prepare, source, name, prompt, dims, explain)
-    return await service.run(job, deadline)
-
-
-async def _bounded(coroutine, timeout: float) -> Any:
-    try:
-        return await asyncio.wait_for(coroutine, timeout)
-    except TimeoutError:
-        raise HTTPException(504, f"scoring took longer than {timeout} s") from None
-
-
-def _score_route(app: Any, service: Service, authorized: Callable) -> None:
+def _score_route(app: Any, service: Service, auth: list, form_model: type) -> None:
     config = service.config
 
-    @app.post("/score", dependencies=[Depends(authorized)], summary="Score one video")
-    async def score(
-        video: Annotated[UploadFile | None, File(description="The video file.")] = None,
-        path: Annotated[str | None, Form(description="A file inside the allowed root.")] = None,
-        prompt: Annotated[str | None, Form(description="The generation prompt.")] = None,
-        dimensions: Annotated[str | None, Form(description="Comma-separated; default all.")]
-        = None,
-        explain: Annotated[bool, Form(description="Also generate a rationale.")] = False,
-        id: Annotated[str | None, Form(description="An id echoed in the result.")] = None,
-    ) -> dict[str, Any]:
-        """One video's scores per dimension (the record of ``qsave score``)."""
-        (source, name), = _inputs([video] if video else None, [path] if path else None,
-                                  config, [id] if id else None)
-        dims, deadline = _dimensions_of(dimensions), time.perf_counter() + config.request_timeout_s
-        result, info = await _bounded(
-            _one(service, source, name, prompt or None, dims, explain, deadline),
-            config.request_timeout_s)
+    @app.post("/score", dependencies=[*auth, _no_empty_fields(form_model)],
+              summary="Score one video", response_model=api.ScoreResponse,
+              responses=api.refusals(400, 401, 403, 408, 413, 503, 504))
+    async def score(request: Request,
+                    form: Annotated[form_model, Form(media_type=MULTIPART)]) -> Any:
+        """One video's scores per dimension (the record of ``qsave score``); a video or prompt
+        over the server's limits is refused with 413, one that cannot be decoded gets
+        ``error``."""
+        (source, name), = _inputs([form.video] if form.video else None,
+                                  [form.path] if form.path else None, config)
+        item = ScoreItem(source, form.prompt or None, form.id or name)
+        with service.admitted(1):
+            result, info = await service.attend(request, service.score_one(
+                item, parse_dimensions(form.dimensions), form.explain))
+        if limit_reason(result) is not None:
+            raise HTTPException(413, result.error.message)
         return public_record(result, info)
 
 
-def _reward_route(app: Any, service: Service, authorized: Callable) -> None:
+def _reward_route(app: Any, service: Service, auth: list, form_model: type) -> None:
     config = service.config
 
-    @app.post("/reward", dependencies=[Depends(authorized)], summary="Rewards for a batch")
-    async def reward(
-        videos: Annotated[list[UploadFile] | None, File(description="Video files.")] = None,
-        paths: Annotated[list[str] | None, Form(description="Files inside the allowed root.")]
-        = None,
-        prompts: Annotated[list[str] | None, Form(description="One prompt per video.")] = None,
-        weights: Annotated[str | None, Form(description='JSON, e.g. {"visual": 1}.')] = None,
-    ) -> dict[str, Any]:
-        """One scalar reward per video (weighted mean of the dimensions) and its parts."""
-        inputs = _inputs(videos, paths, config)
-        if prompts and len(prompts) != len(inputs):
-            raise HTTPException(422, f"{len(inputs)} videos but {len(prompts)} prompts")
-        rewarding = _reward_config(weights, service.reward)
-        texts = [text or None for text in prompts] if prompts else [None] * len(inputs)
-        deadline = time.perf_counter() + config.request_timeout_s
-        done = await _bounded(asyncio.gather(*[
-            _one(service, source, name, text, rewarding.dimensions, False, deadline)
-            for (source, name), text in zip(inputs, texts, strict=True)]),
-            config.request_timeout_s)
+    @app.post("/reward", dependencies=[*auth, _no_empty_fields(form_model)],
+              summary="Rewards for a batch", response_model=api.RewardResponse,
+              responses=api.refusals(400, 401, 403, 408, 413, 503, 504))
+    async def reward(request: Request,
+                     form: Annotated[form_model, Form(media_type=MULTIPART)]) -> Any:
+        """One scalar reward per video (the weighted mean of its dimension scores) and its
+        parts; a video that cannot be scored (undecodable, over a limit) gets ``error`` and
+        the server's ``error_reward``."""
+        inputs = _inputs(form.videos, form.paths, config)
+        rewarding = (service.reward if form.weights is None
+                     else RewardConfig(form.weights, service.reward.error_reward))
+        texts = form.prompts or [None] * len(inputs)
+        items = [ScoreItem(source, text or None, name)
+                 for (source, name), text in zip(inputs, texts, strict=True)]
+        with service.admitted(len(items)):
+            done = await service.attend(request, _all(
+                service.score_one(item, rewarding.dimensions, False) for item in items))
         results = [result for result, _ in done]
-        items = [reward_of(result, rewarding) for result in results]
-        warnings = service.monitor.update(batch_stats(items))
+        rewards = [reward_of(result, rewarding) for result in results]
+        warnings = service.monitor.update(batch_stats(rewards))
         for message in warnings:
             log.warning(message)
-        return {"rewards": [item.reward for item in items],
+        return {"rewards": [item.reward for item in rewards],
                 "items": [{"id": r.id, "content_hash": r.content_hash, **item.to_dict()}
-                          for r, item in zip(results, items, strict=True)],
+                          for r, item in zip(results, rewards, strict=True)],
                 "weights": rewarding.weights, "model": service.evaluator.info.to_dict(),
                 "warnings": warnings}
 
 
-def _info_routes(app: Any, service: Service) -> None:
-    @app.get("/health", summary="Liveness and model")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": service.evaluator.info.to_dict(),
-                "queue": service.batcher.depth, "auth": service.config.token is not None}
+async def _all(works: Iterator[Coroutine]) -> list[Any]:
+    """Run ``works`` together; the first failure cancels the others and is raised."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(work) for work in works]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
-    @app.get("/metrics", summary="Prometheus metrics")
+
+def _info_routes(app: Any, service: Service) -> None:
+    @app.get("/health", summary="Whether the server takes work", response_model=api.HealthResponse,
+             responses={503: {"model": api.HealthResponse,
+                              "description": "Overloaded: a new video would be refused"}})
+    async def health() -> Any:
+        body = service.health()
+        return JSONResponse(body, status_code=503 if body["status"] == "overloaded" else 200)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text exposition format"}})
     async def metrics() -> Response:
         body, media_type = service.metrics.render()
         return Response(body, media_type=media_type)
 
 
-def _inputs(uploads, paths, config: ServeConfig, ids=None) -> list[tuple[Any, str]]:
+def _inputs(uploads, paths, config: ServeConfig) -> list[tuple[Any, str]]:
     """(source, name) per input: uploads (size-checked) or paths (inside the root)."""
-    uploads, paths = uploads or [], paths or []
-    if bool(uploads) == bool(paths):
-        raise HTTPException(422, "give either uploaded videos or paths (not both, not neither)")
-    count = len(uploads) + len(paths)
-    if count > config.max_items:
-        raise HTTPException(413, f"{count} videos exceed max_items ({config.max_items})")
-    names = ids or [None] * count
     if uploads:
-        return [(_checked_upload(u, config), n or stem_of(u.filename, f"video-{i}"))
-                for i, (u, n) in enumerate(zip(uploads, names, strict=True))]
-    return [(_checked_path(p, config), n or Path(p).stem)
-            for p, n in zip(paths, names, strict=True)]
+        return [(_checked_upload(u, config), stem_of(u.filename, f"video-{i}"))
+                for i, u in enumerate(uploads)]
+    return [(_checked_path(p, config), Path(p).stem) for p in paths]
 
 
 def _checked_upload(upload: Any, config: ServeConfig) -> BinaryIO:
@@ -484,18 +461,6 @@ def _checked_path(raw: str, config: ServeConfig) -> Path:
         raise HTTPException(403, str(error)) from error
 
 
-def _reward_config(weights: str | None, default: RewardConfig) -> RewardConfig:
-    if weights is None:
-        return default
-    try:
-        parsed = json.loads(weights)
-        if not isinstance(parsed, dict):
-            raise ConfigError(f"weights must be a JSON object, got {weights!r}")
-        return RewardConfig(parsed, default.error_reward)
-    except (json.JSONDecodeError, ConfigError) as error:
-        raise HTTPException(422, f"invalid weights: {error}") from error
-
-
 # ---- running it ---------------------------------------------------------------------------
 def serve(config: ServeConfig, evaluator: Any | None = None) -> None:
     """Load the model and serve until interrupted (``qsave serve``)."""
@@ -503,7 +468,11 @@ def serve(config: ServeConfig, evaluator: Any | None = None) -> None:
 
     app = create_app(config, evaluator)
     if config.token is None:
-        log.warning("serving without authentication on %s", config.host)
+        log.warning("serving without authentication on %s (loopback hosts only)", config.host)
+    # uvicorn drains the open requests on SIGTERM/SIGINT, then raises the signal again under
+    # the handlers it found; these make that a clean exit (status 0) instead of a death by it.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda number, frame: log.info("stopped by signal %d", number))
     uvicorn.run(app, host=config.host, port=config.port, log_level="info",
                 timeout_keep_alive=5)
 
@@ -525,6 +494,8 @@ class RewardClient:
         self.last: dict[str, Any] = {}
 
     def __call__(self, videos: list[str | Path], prompts: list[str | None]) -> list[float]:
+        import json
+
         files = [("videos", (Path(v).name, Path(v).read_bytes(), "video/mp4")) for v in videos]
         data: dict[str, Any] = {"prompts": [p or "" for p in prompts]}
         if self.weights is not None:

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 
 from qsave.data.records import TrainingRecord
+from qsave.dimensions import Dimension
 from qsave.errors import ConfigError, ModelError
+from qsave.prompts import THINK_CLOSE, THINK_OPEN, AnswerFormat, dimension_question, escape_text
 from qsave.spec import TINY, ScorerSpec
 from qsave.train.config import ModelConfig
 from qsave.video.inputs import PreparedVideo, VideoConfig, prepare_video
@@ -42,8 +44,10 @@ class VideoCache:
         self._items[path] = video
 
 
-def prompt_messages(record: TrainingRecord, video: PreparedVideo) -> list[dict]:
-    """The record's messages without the answer, its video item expanded to one per run."""
+def prompt_messages(record: TrainingRecord, video: PreparedVideo,
+                    tokenizer: Any = None) -> list[dict]:
+    """The record's messages without the answer, its video item expanded to one per run and
+    its user text escaped for ``tokenizer`` (:func:`user_text`)."""
     messages = []
     for message in record.messages:
         if message["role"] == "assistant":
@@ -52,10 +56,44 @@ def prompt_messages(record: TrainingRecord, video: PreparedVideo) -> list[dict]:
         if isinstance(content, list):
             expanded = []
             for item in content:
-                expanded += run_items(video) if item.get("type") == "video" else [item]
+                if item.get("type") == "video":
+                    expanded += run_items(video)
+                elif item.get("type") == "text" and message["role"] == "user":
+                    expanded.append({**item, "text": user_text(record, item["text"], tokenizer)})
+                else:
+                    expanded.append(item)
             content = expanded
         messages.append({"role": message["role"], "content": content})
     return messages
+
+
+def user_text(record: TrainingRecord, text: str, tokenizer: Any = None) -> str:
+    """A record's user text with everything but the format's own question (whose
+    ``<think>…</think>`` template is meant) escaped by :func:`qsave.prompts.escape_text`.
+
+    ``build_messages`` already escapes the generation prompt; this also covers records written
+    before that or by hand. Escaped text is left as it is.
+    """
+    try:
+        fmt = AnswerFormat(record.answer_format)
+        question = dimension_question(Dimension(record.dimension), fmt)
+    except ValueError:
+        return escape_text(text, tokenizer)
+    head, found, tail = text.rpartition(question)
+    if not found:
+        return escape_text(text, tokenizer)
+    return escape_text(head, tokenizer) + question + escape_text(tail, tokenizer)
+
+
+def answer_text(record: TrainingRecord, tokenizer: Any = None) -> str:
+    """The record's target and end of turn, the rationale between its ``<think>`` tags escaped
+    (:func:`qsave.prompts.escape_text`; ``format_answer`` already does it for new records)."""
+    target = record.target
+    start, end = target.find(THINK_OPEN), target.rfind(THINK_CLOSE)
+    if start >= 0 and end >= start + len(THINK_OPEN):
+        inside = escape_text(target[start + len(THINK_OPEN):end], tokenizer)
+        target = target[:start + len(THINK_OPEN)] + inside + target[end:]
+    return target + END_OF_TURN
 
 
 def load_for_training(config: ModelConfig, source: str | None = None) -> tuple[Any, Any]:

@@ -36,6 +36,7 @@ from qsave.train.common import (
     prompt_messages,
     save_model,
     use_bf16,
+    user_text,
 )
 from qsave.train.config import GRPOConfig, ModelConfig
 from qsave.train.rewards import reward_components
@@ -122,7 +123,8 @@ def prompt_texts(processor: Any, records: Sequence[TrainingRecord], videos: Vide
     for record in records:
         video = videos.get(record.video)
         texts.append(processor.apply_chat_template(
-            prompt_messages(record, video), tokenize=False, add_generation_prompt=True))
+            prompt_messages(record, video, processor.tokenizer), tokenize=False,
+            add_generation_prompt=True))
         prepared.append(video)
     return texts, prepared
 
@@ -372,8 +374,8 @@ def export_verl(records: Sequence[TrainingRecord], out_dir: str | Path,
 
 
 def _verl_row(index: int, record: TrainingRecord, fmt: AnswerFormat) -> dict:
-    text = next(item["text"] for m in record.messages if m["role"] == "user"
-                for item in m["content"] if item.get("type") == "text")
+    text = user_text(record, next(item["text"] for m in record.messages if m["role"] == "user"
+                                  for item in m["content"] if item.get("type") == "text"))
     return {
         "data_source": "qsave",
         "prompt": [{"role": "user", "content": "<video>" + text}],

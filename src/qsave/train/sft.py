@@ -33,8 +33,8 @@ from qsave.model.scorer import rating_expectation
 from qsave.prompts import AnswerFormat
 from qsave.spec import ScorerSpec
 from qsave.train.common import (
-    END_OF_TURN,
     VideoCache,
+    answer_text,
     load_for_training,
     prompt_messages,
     save_model,
@@ -95,12 +95,13 @@ class SFTCollator:
         if record.id in self._encoded:
             return self._encoded[record.id]
         video = self.videos.get(record.video)
+        tokenizer = self.processor.tokenizer
         prompt = self.processor.apply_chat_template(
-            prompt_messages(record, video), tokenize=False, add_generation_prompt=True
+            prompt_messages(record, video, tokenizer), tokenize=False, add_generation_prompt=True
         )
-        answer_text = record.target + END_OF_TURN
-        answer = self.processor.tokenizer.encode(answer_text, add_special_tokens=False)
-        row = dict(self.processor(text=[prompt + answer_text], **processor_video_kwargs([video]),
+        answer_part = answer_text(record, tokenizer)
+        answer = tokenizer.encode(answer_part, add_special_tokens=False)
+        row = dict(self.processor(text=[prompt + answer_part], **processor_video_kwargs([video]),
                                   return_tensors="pt"))
         if row["input_ids"][0, -len(answer):].tolist() != answer:
             raise AnnotationError(

@@ -50,6 +50,27 @@ itself spends, while the decoder's threads already keep ~1.6 of the 2 cores busy
 of its own (b1/a1) the worker's work is hidden. The ratios move by ±0.15 between runs on this
 shared machine.
 
+Limits (``DecodeLimits``: pixels per frame, decoded frames, seconds) are checked on the header
+before anything is decoded, then on the decoder's frame size after every packet and on every
+decoded frame, for headers that lie or say nothing (raw streams); a ``cancel`` event is checked
+before every packet. The file is opened with no decoder allowed in FFmpeg's stream probe, which
+would otherwise decode frames at the declared size before anything can be checked (opening a
+16000×16000 H.264 file in Matroska: +582 MB; in FLV: +1,087 MB). Outputs were identical on 26
+test and sample files with and without that probe. The decoder then gets FFmpeg's own
+``max_pixels`` at twice the limit: a larger frame is never allocated. H.264 and HEVC still
+report its size (``VideoLimitError``); decoders that reset the size on refusal (MJPEG, PNG) only
+report an invalid packet, which counts as corrupt. Frame threads each hold frames of their own,
+so large frames get fewer of them (``_thread_count``), and the sampled frames waiting for the
+conversion thread are bounded in bytes as well as in number.
+
+Memory, as ``ru_maxrss`` growth of one call in a fresh process after a warm-up decode of a small
+clip (2 cores, FFmpeg's 3 threads unless said, two runs each): refusing a 16000×16000 file costs
++0–5 MB (PNG in AVI, H.264 in Matroska, MP4, MPEG-TS or FLV). A 3 s 4096×4096 H.264 clip (the
+largest frame allowed; 30 fps with B-frames; 24 frames sampled, kept at 1280×1280):
+``sample_frames`` +345–370 MB, +250 MB with one thread, +400 MB with 16 threads asked for
+(capped to 4; +920–945 MB uncapped), +390 MB with a conversion thread that falls behind
+(+475–540 MB bounded by count alone); ``prepare_video`` +360–385 MB; ``decode_video`` +405 MB.
+
 Timestamps are in seconds from the first decoded frame of the video stream (streams such as
 MPEG-2 program streams start at a non-zero presentation time). Rotation metadata (the display
 matrix) is applied, so frames come out the way a player shows them.
@@ -63,6 +84,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,9 +96,13 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from qsave.errors import ConfigError, VideoError
+from qsave.errors import Cancelled, ConfigError, VideoError, VideoLimitError
 
 MAX_QUEUED = 8  # sampled frames waiting for the conversion thread
+MAX_QUEUED_BYTES = 64 * 2**20  # and the bytes of them (always at least one frame may wait)
+FRAME_THREAD_PIXELS = 64 * 2**20  # decoder threads × pixels per frame (each thread holds frames)
+FFMPEG_MAX_THREADS = 16  # FFmpeg's automatic thread count: cores + 1, at most this
+HEADER_ONLY = {"codec_whitelist": "none"}  # no decoder may open while FFmpeg probes the streams
 VFR_INTERVAL_RATIO = 1.5  # max/min frame interval above this marks a variable frame rate
 Keeper = Callable[[av.VideoFrame, int, int | None], object]  # (frame, rotation, expected count)
 OnSample = Callable[[np.ndarray, tuple[int, int], int | None], tuple[int, int] | None]
@@ -113,6 +139,50 @@ class DecodeConfig:
     def interval(self) -> float:
         """Seconds between two sampling targets."""
         return 1.0 / self.fps
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What decoding one video may cost; beyond a limit it raises ``VideoLimitError``.
+
+    The header is checked before any frame is decoded, the decoded frames again as they come.
+
+    >>> DecodeLimits().exceeded(16000, 16000)
+    '16000×16000 = 256,000,000 pixels per frame exceeds max_pixels (16,777,216 = 4096×4096)'
+    """
+
+    max_pixels: int = 4096 * 4096  # coded width × height of one frame
+    max_decoded_frames: int = 36_000  # frames decoded from the stream (600 s at 60 fps)
+    max_duration_s: float = 600.0  # seconds of presentation time
+
+    def __post_init__(self) -> None:
+        for name, kind in (("max_pixels", int), ("max_decoded_frames", int),
+                           ("max_duration_s", int | float)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
+                what = "integer" if kind is int else "finite number"
+                raise ConfigError(f"{name} ({value!r}) must be a positive {what}")
+
+    def exceeded(
+        self, width: int = 0, height: int = 0, frames: int = 0, duration: float | None = None
+    ) -> str | None:
+        """The first limit a video of ``width × height`` pixels per frame, ``frames`` frames and
+        ``duration`` seconds breaks, with the figure and the limit; None within all of them."""
+        if width * height > self.max_pixels:
+            side = math.isqrt(self.max_pixels)
+            square = f" = {side}×{side}" if side * side == self.max_pixels else ""
+            return (
+                f"{width}×{height} = {width * height:,} pixels per frame exceeds max_pixels "
+                f"({self.max_pixels:,}{square})"
+            )
+        if frames > self.max_decoded_frames:
+            return f"{frames:,} frames exceed max_decoded_frames ({self.max_decoded_frames:,})"
+        if duration is not None and duration > self.max_duration_s:
+            return (
+                f"{duration:,.2f} s of presentation time exceeds max_duration_s "
+                f"({self.max_duration_s:g} s)"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -222,11 +292,12 @@ def _check_path(path: Path) -> None:
 
 
 def _open(source: str | os.PathLike | BinaryIO, name: str) -> av.container.InputContainer:
+    """Open ``source`` without decoding anything (``HEADER_ONLY``)."""
     if isinstance(source, str | os.PathLike):
         _check_path(Path(source))
         source = os.fspath(source)
     try:
-        return av.open(source, mode="r", metadata_errors="ignore")
+        return av.open(source, mode="r", metadata_errors="ignore", container_options=HEADER_ONLY)
     except av.FFmpegError as error:
         message = f"cannot open video {name}: not a readable media file ({error})"
         raise VideoError(message) from error
@@ -234,16 +305,51 @@ def _open(source: str | os.PathLike | BinaryIO, name: str) -> av.container.Input
         raise VideoError(f"cannot open video {name}: {error}") from error
 
 
+def _check_header(container, stream, name: str, limits: DecodeLimits) -> None:
+    """Raise ``VideoLimitError`` when the header alone breaks ``limits`` (0: it does not say)."""
+    size = stream.codec_context.width, stream.codec_context.height
+    why = limits.exceeded(*size, stream.frames, _container_duration(container, stream))
+    if why is not None:
+        raise VideoLimitError(f"video {name}: {why}")
+
+
+def _decoder_max_pixels(limits: DecodeLimits) -> int:
+    """FFmpeg's own ``max_pixels``: it decodes no larger frame, whatever the header says.
+
+    Twice the limit, so that frames within the limit pass FFmpeg's check, which counts the
+    width padded to its stride alignment (64); frames between the two are decoded, then refused.
+    """
+    return min(2 * limits.max_pixels, 2**31 - 1)
+
+
+def _thread_count(threads: int, pixels: int) -> int:
+    """Decoder threads for frames of ``pixels`` pixels (0: FFmpeg's choice, cores + 1).
+
+    Each of FFmpeg's frame threads holds frames of its own: decoding a 4096×4096 H.264 clip
+    with PyAV alone took +176 MB with 1 thread, +271 MB with 3, +529 MB with 9 and +909 MB with
+    17, so large frames get at most ``FRAME_THREAD_PIXELS // pixels`` threads.
+
+    >>> _thread_count(0, 1920 * 1080), _thread_count(16, 4096 * 4096)
+    (0, 4)
+    """
+    cap = max(1, FRAME_THREAD_PIXELS // max(pixels, 1))
+    wanted = threads or min((os.cpu_count() or 1) + 1, FFMPEG_MAX_THREADS)
+    return cap if wanted > cap else threads
+
+
 def _video_stream(
-    container: av.container.InputContainer, name: str, threads: int = 0
+    container: av.container.InputContainer, name: str, threads: int, limits: DecodeLimits
 ) -> av.video.VideoStream:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise VideoError(f"no video stream in {name} (streams: {', '.join(kinds)})")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    pixels = stream.codec_context.width * stream.codec_context.height or limits.max_pixels
+    threads = _thread_count(threads, pixels)
     if threads:
         stream.codec_context.thread_count = threads
+    stream.codec_context.options = {"max_pixels": str(_decoder_max_pixels(limits))}
     return stream
 
 
@@ -257,10 +363,20 @@ def _container_duration(container: av.container.InputContainer, stream) -> float
     return None
 
 
-def _decoded_frames(container, stream, stats: _Stats) -> Iterator[av.VideoFrame]:
-    """Decode in order; a rejected packet is counted, a demuxing error ends the stream."""
+def _decoded_frames(
+    container, stream, stats: _Stats, name: str, limits: DecodeLimits,
+    cancel: threading.Event | None,
+) -> Iterator[av.VideoFrame]:
+    """Decode in order; a rejected packet is counted, a demuxing error ends the stream.
+
+    ``cancel`` is checked before every packet, the decoder's frame size after every packet:
+    H.264 and HEVC leave there the size of a frame FFmpeg refused (over
+    ``_decoder_max_pixels``), with frame threads without an error.
+    """
     packets = container.demux(stream)
     while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"decoding {name} was cancelled")
         try:
             packet = next(packets)
         except StopIteration:
@@ -272,9 +388,12 @@ def _decoded_frames(container, stream, stats: _Stats) -> Iterator[av.VideoFrame]
         try:
             frames = packet.decode()
         except av.FFmpegError as error:
+            frames = []
             stats.corrupt += 1
             stats.last_error = str(error)
-            continue
+        why = limits.exceeded(stream.codec_context.width, stream.codec_context.height)
+        if why is not None:
+            raise VideoLimitError(f"video {name}: {why}, found while decoding")
         yield from frames
 
 
@@ -445,7 +564,8 @@ def _expected_count(duration: float | None, interval: float, max_frames: int) ->
 
 
 def _stream_samples(
-    container, stream, config: DecodeConfig, name: str, keeper: Keeper
+    container, stream, config: DecodeConfig, name: str, keeper: Keeper,
+    limits: DecodeLimits, cancel: threading.Event | None,
 ) -> tuple[_Sampler, _Stats]:
     nominal = float(stream.guessed_rate) if stream.guessed_rate else None
     duration = _container_duration(container, stream)
@@ -454,8 +574,13 @@ def _stream_samples(
     sampler = _Sampler(interval, config.max_frames, keeper, expected)
     stats = _Stats()
     try:
-        for index, frame in enumerate(_decoded_frames(container, stream, stats)):
+        decoded = _decoded_frames(container, stream, stats, name, limits, cancel)
+        for index, frame in enumerate(decoded):
             time = _frame_time(frame, stats, nominal)
+            span = time - (stats.first_time if stats.first_time is not None else time)
+            why = limits.exceeded(frame.width, frame.height, index + 1, span)
+            if why is not None:  # the header did not say, or lied
+                raise VideoLimitError(f"video {name}: {why}, found while decoding")
             if stats.last_time is not None and time < stats.last_time:
                 continue  # a timestamp going backwards (corrupt stream): not a new moment
             stats.observe(frame, time)
@@ -519,12 +644,16 @@ def _check_decoded(stats: _Stats, config: DecodeConfig, name: str) -> None:
         )
 
 
-def _sample(source, config: DecodeConfig, keeper: Keeper) -> tuple:
+def _sample(
+    source, config: DecodeConfig, keeper: Keeper, limits: DecodeLimits,
+    cancel: threading.Event | None,
+) -> tuple:
     """Stream through ``source``; returns (kept items, timestamps, indices, info, interval)."""
     name = source_name(source)
     with _open(source, name) as container:
-        stream = _video_stream(container, name, config.threads)
-        sampler, stats = _stream_samples(container, stream, config, name, keeper)
+        stream = _video_stream(container, name, config.threads, limits)
+        _check_header(container, stream, name, limits)
+        sampler, stats = _stream_samples(container, stream, config, name, keeper, limits, cancel)
         _check_decoded(stats, config, name)
         info = _info(container, stream, stats, name)
     _check_coverage(info, config)
@@ -534,19 +663,25 @@ def _sample(source, config: DecodeConfig, keeper: Keeper) -> tuple:
 
 
 def decode_video(
-    source: str | os.PathLike | BinaryIO, config: DecodeConfig = DecodeConfig()
+    source: str | os.PathLike | BinaryIO,
+    config: DecodeConfig = DecodeConfig(),
+    *,
+    limits: DecodeLimits = DecodeLimits(),
+    cancel: threading.Event | None = None,
 ) -> DecodedVideo:
     """Decode ``source`` and sample frames at ``config.fps`` by presentation time.
 
     Raises ``VideoError`` naming the file (the decoder's message chained) when the file is
-    missing, empty, not a media file, has no video stream or no decodable frame.
+    missing, empty, not a media file, has no video stream or no decodable frame;
+    ``VideoLimitError`` when it is beyond ``limits`` (from its header before anything is
+    decoded, else as soon as a decoded frame shows it); ``Cancelled`` once ``cancel`` is set.
     """
     convert = Converter()
 
     def keeper(frame: av.VideoFrame, rotation: int, expected: int | None) -> np.ndarray:
         return _to_rgb(frame, rotation, config.max_side, convert)
 
-    frames, times, indices, info, interval = _sample(source, config, keeper)
+    frames, times, indices, info, interval = _sample(source, config, keeper, limits, cancel)
     return DecodedVideo(np.stack(frames), times, indices, info, interval)
 
 
@@ -598,8 +733,12 @@ def sample_frames(
     config: DecodeConfig = DecodeConfig(),
     thumbnail_size: Callable[[int, int], tuple[int, int]] | None = None,
     on_sample: OnSample | None = None,
+    *,
+    limits: DecodeLimits = DecodeLimits(),
+    cancel: threading.Event | None = None,
 ) -> SampledFrames:
-    """Like ``decode_video`` but keeps frames unconverted, with optional RGB thumbnails.
+    """Like ``decode_video`` (the same errors, ``limits`` and ``cancel``) but keeps frames
+    unconverted, with optional RGB thumbnails.
 
     ``thumbnail_size(height, width) -> (h, w)`` maps the display size to the thumbnail size.
     ``on_sample(thumb, size, expected)`` is called with each thumbnail as soon as its frame is
@@ -620,17 +759,20 @@ def sample_frames(
     )
     # One worker thread, so thumbnails reach on_sample in sampling order; swscale, OpenCV
     # and numpy release the GIL, so this work overlaps the decoder's. Frames wait for it at
-    # the decoder's size, so at most MAX_QUEUED of them may wait (memory stays bounded).
-    queued: deque[Future] = deque()
+    # the decoder's size, so at most MAX_QUEUED of them, MAX_QUEUED_BYTES in all, may wait.
+    queued: deque[tuple[Future, int]] = deque()
 
     def submit(frame: av.VideoFrame, rotation: int, expected: int | None) -> Future:
-        while len(queued) >= MAX_QUEUED:
-            queued.popleft().result()
-        queued.append(worker.submit(keep, frame, rotation, expected))
-        return queued[-1]
+        size = sum(plane.buffer_size for plane in frame.planes)
+        while queued and (
+            len(queued) >= MAX_QUEUED or size + sum(b for _, b in queued) > MAX_QUEUED_BYTES
+        ):
+            queued.popleft()[0].result()
+        queued.append((worker.submit(keep, frame, rotation, expected), size))
+        return queued[-1][0]
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qsave-frames") as worker:
-        futures, times, indices, info, interval = _sample(source, config, submit)
+        futures, times, indices, info, interval = _sample(source, config, submit, limits, cancel)
         try:
             kept = [future.result() for future in futures]
         except (av.FFmpegError, ValueError) as error:

@@ -16,6 +16,7 @@ Qwen3-VL does for a whole video. The processor must not resample or resize:
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, BinaryIO
@@ -23,7 +24,13 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from qsave.errors import ConfigError
-from qsave.video.decode import DecodeConfig, SampledFrames, VideoInfo, sample_frames
+from qsave.video.decode import (
+    DecodeConfig,
+    DecodeLimits,
+    SampledFrames,
+    VideoInfo,
+    sample_frames,
+)
 from qsave.video.slowfast import (
     Labeler,
     Run,
@@ -53,6 +60,7 @@ class VideoConfig:
 
     def __post_init__(self) -> None:
         get_mode(self.mode)  # raises ConfigError listing the valid modes
+        ConfigError.require_finite(self)
         if self.uniform_fps <= 0:
             raise ConfigError(f"uniform_fps ({self.uniform_fps}) must be positive")
         least = self.decode.max_frames  # every frame may be a run of its own, one token each
@@ -167,16 +175,22 @@ def _labelling(labeler: Labeler):
 
 
 def prepare_video(
-    source: str | os.PathLike | BinaryIO, config: VideoConfig = VideoConfig()
+    source: str | os.PathLike | BinaryIO,
+    config: VideoConfig = VideoConfig(),
+    limits: DecodeLimits = DecodeLimits(),  # noqa: B008 (frozen, as ruff sees in decode.py)
+    cancel: threading.Event | None = None,
 ) -> PreparedVideo:
-    """Decode, plan and build the processor's video items (raises ``VideoError`` per file)."""
+    """Decode, plan and build the processor's video items (raises ``VideoError`` per file;
+    ``VideoLimitError`` beyond ``limits``, ``Cancelled`` once ``cancel`` is set)."""
     mode = get_mode(config.mode)
     thumbs = (lambda h, w: thumbnail_size(h, w, config.slowfast)) if mode.needs_thumbnails else None
     labeler = mode.streaming(config.slowfast) if mode.streaming and thumbs else None
     on_sample = None
     if labeler is not None:  # label while decoding; convert early unless the plan is derived
         on_sample = SizeForecast(labeler) if mode.derive is None else _labelling(labeler)
-    sampled = sample_frames(source, config.decode_config(), thumbs, on_sample)
+    sampled = sample_frames(
+        source, config.decode_config(), thumbs, on_sample, limits=limits, cancel=cancel
+    )
     plan = plan_sampled(sampled, config, labeler)
     sizes = [plan.slow_size if slow else plan.fast_size for slow in plan.slow]
     rgb = sampled.to_rgb(sizes, plan.positions)

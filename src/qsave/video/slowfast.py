@@ -91,6 +91,7 @@ class SlowFastConfig:
 
     def __post_init__(self) -> None:
         SIMILARITIES.lookup(self.similarity)  # an unknown measure lists the valid ones
+        ConfigError.require_finite(self)
         for name in ("frame_similarity", "patch_similarity"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
