@@ -11,7 +11,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "qsave"
 LAYERS = {  # module (or package) → layer
     "errors": "leaf", "dimensions": "leaf", "jsonl": "leaf", "scores": "leaf",
-    "registry": "leaf", "prompts": "leaf", "video": "video", "spec": "spec",
+    "registry": "leaf", "prompts": "leaf", "hub": "leaf", "video": "video", "spec": "spec",
     "evaluator": "pipeline", "sources": "pipeline", "results": "pipeline", "model": "model",
     "data": "data", "eval": "eval", "train": "train", "serve": "serve", "cli": "app",
     "demo": "app", "demo_recipe": "app", "__init__": "app",

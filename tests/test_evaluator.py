@@ -44,7 +44,7 @@ def test_score_returns_a_typed_result(evaluator, corpus):
 
 def test_score_raises_the_typed_error_of_a_bad_video(evaluator, corpus):
     with pytest.raises(VideoError, match=r"broken\.mp4"):
-        evaluator.score(corpus / "clips" / "broken.mp4")
+        evaluator.score(corpus / "clips" / "broken.mp4", "a prompt")
 
 
 def test_bytes_and_streams_are_scored_like_the_file(evaluator, corpus):
@@ -71,7 +71,7 @@ def test_a_batch_failure_is_retried_item_by_item(evaluator, corpus, monkeypatch)
         return real(self, items, dimensions, explain)
 
     monkeypatch.setattr(type(backend), "score", flaky)
-    first, second = evaluator.score_many(clips, batch_size=2)
+    first, second = evaluator.score_many(clips, prompt="p", batch_size=2)
     assert calls == [2, 1, 1]
     assert first.error == ItemError("RuntimeError", "CUDA out of memory (simulated)")
     assert second.ok and len(second.scores) == 3

@@ -89,15 +89,15 @@ def test_a_fixed_file_replaces_its_error_row(tiny_evaluator, corpus, tmp_path):
     shutil.copy(good[0], clips / "a.mp4")
     (clips / "b.mp4").write_bytes(b"not a video")
     out = tmp_path / "out.jsonl"
-    first = score_to_jsonl(tiny_evaluator, items_from(clips), out)
+    first = score_to_jsonl(tiny_evaluator, items_from(clips, "p"), out)
     assert [r.id for r in first.failed] == ["b"] and first.failed[0].error.type == "VideoError"
     shutil.copy(good[1], clips / "b.mp4")  # the user fixes the file
-    second = score_to_jsonl(tiny_evaluator, items_from(clips), out)
+    second = score_to_jsonl(tiny_evaluator, items_from(clips, "p"), out)
     assert (second.written, second.skipped, second.replaced, second.failed) == (1, 1, 1, [])
     rows = rows_of(out)
     assert [r.id for r in rows] == ["a", "b"] and all(r.ok for r in rows)
     assert not out.with_suffix(".replaced.jsonl").exists()  # an error row holds no scores
-    third = score_to_jsonl(tiny_evaluator, items_from(clips), out)
+    third = score_to_jsonl(tiny_evaluator, items_from(clips, "p"), out)
     assert (third.written, third.skipped, third.replaced) == (0, 2, 0)
 
 
@@ -108,9 +108,9 @@ def test_a_changed_file_replaces_its_row_and_the_old_scores_are_kept_aside(
     good = sorted((corpus / "clips").glob("*.mp4"))
     shutil.copy(good[0], clips / "a.mp4")
     out = tmp_path / "out.jsonl"
-    old = score_to_jsonl(tiny_evaluator, items_from(clips), out).results[0]
+    old = score_to_jsonl(tiny_evaluator, items_from(clips, "p"), out).results[0]
     shutil.copy(good[1], clips / "a.mp4")  # new content under the same id
-    run = score_to_jsonl(tiny_evaluator, items_from(clips), out)
+    run = score_to_jsonl(tiny_evaluator, items_from(clips, "p"), out)
     assert (run.written, run.replaced) == (1, 1)
     [row] = rows_of(out)
     assert row.content_hash != old.content_hash
@@ -124,8 +124,8 @@ def test_other_settings_add_rows_and_failed_inputs_are_retried(tiny_evaluator, c
     other = score_to_jsonl(tiny_evaluator, items[:1], out, dimensions=["visual"])
     assert (other.written, other.replaced) == (1, 0)
     assert len(rows_of(out)) == 4
-    missing = ScoreItem(str(corpus / "clips" / "gone.mp4"), id="gone")
+    missing = ScoreItem(str(corpus / "clips" / "gone.mp4"), "p", id="gone")
     for _ in range(2):  # a failure is tried again, and still leaves a single row
         run = score_to_jsonl(tiny_evaluator, [missing], out)
-        assert run.written == 1 and run.failed[0].error.type == "VideoError"
+        assert run.written == 1 and run.failed[0].error.type == "VideoNotFoundError"
     assert [r.id for r in rows_of(out)].count("gone") == 1

@@ -72,7 +72,7 @@ def test_duplicate_ids_stop_qsave_score_before_the_model_loads(corpus, tmp_path,
     out = tmp_path / "out.jsonl"
     code = main(["score", str(tmp_path), "-o", str(out), "--model", str(tmp_path / "no-model")])
     assert code == 2  # not the missing checkpoint's error: nothing was loaded
-    assert "ids must be unique" in capsys.readouterr().out and not out.exists()
+    assert "ids must be unique" in capsys.readouterr().err and not out.exists()
 
 
 def test_a_rewardbench_folder_is_scored_and_evaluated_with_its_pairs(corpus, tmp_path, capsys):
@@ -100,4 +100,4 @@ def test_qsave_eval_refuses_duplicate_ids(tmp_path, capsys):
                  str(FIXTURES / "videogen_rewardbench.csv"), "--benchmark",
                  "videogen-rewardbench"])
     assert code == 2
-    assert "'kling/0001' (lines 1, 3)" in capsys.readouterr().out
+    assert "'kling/0001' (lines 1, 3)" in capsys.readouterr().err

@@ -7,35 +7,61 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from qsave.errors import ConfigError
+from qsave.errors import ConfigError, UsageError
 from qsave.spec import ScorerSpec
 from qsave.video.slowfast import MODES
 
+HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help=__doc__.splitlines()[0],
+    context_settings=HELP,
+    help="qsave: score AI-generated videos on visual quality, dynamic quality and text-video "
+         "alignment with a Q-Save evaluator; train, evaluate and serve it.",
 )
-data_app = typer.Typer(no_args_is_help=True, help="Synthetic clips, ratings → MOS, records.")
+data_app = typer.Typer(no_args_is_help=True, context_settings=HELP,
+                       help="Synthetic clips, ratings → MOS, records.")
 app.add_typer(data_app, name="data")
-console = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from qsave import __version__
+
+        console.print(f"qsave {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")]
+        = False) -> None:
+    """qsave: score AI-generated videos with a Q-Save evaluator; train, evaluate, serve it."""
+console = Console()  # results and tables
+errors = Console(stderr=True, soft_wrap=True)  # errors, warnings, progress: never wrapped
 
 
 # --- data synth (foundation) -------------------------------------------------------------
 @data_app.command("synth")
 def data_synth(
-    out: Annotated[Path, typer.Option(help="Output directory for clips, manifest and ratings.")],
-    n: Annotated[int | None, typer.Option(help="Number of clips [SynthConfig: 24].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed of the corpus [0].")] = None,
-    size: Annotated[int | None, typer.Option(help="Frame width and height, pixels [64].")] = None,
-    fps: Annotated[int | None, typer.Option(help="Frames per second [8].")] = None,
-    seconds: Annotated[float | None, typer.Option(help="Duration of each clip [2.0].")] = None,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Output directory for clips, manifest and ratings.")],
+    count: Annotated[int | None, typer.Option("--count", help="Number of clips (default 24).")]
+    = None,
+    n: Annotated[int | None, typer.Option("--n", hidden=True, help="Old name of --count.")]
+    = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of the corpus (default 0).")] = None,
+    size: Annotated[int | None, typer.Option(
+        help="Frame width and height, pixels (default 64).")] = None,
+    fps: Annotated[int | None, typer.Option(help="Frames per second (default 8).")] = None,
+    seconds: Annotated[float | None, typer.Option(
+        help="Duration of each clip, s (default 2.0).")] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML/JSON file of SynthConfig fields; flags override it.")
     ] = None,
@@ -43,7 +69,8 @@ def data_synth(
     """Write synthetic AI-video-like clips with labelled defects, a manifest and ratings."""
     from qsave.data.synthetic import SynthConfig, load_synth_config, write_corpus
 
-    flags = {"n": n, "seed": seed, "size": size, "fps": fps, "seconds": seconds}
+    flags = {"n": count if count is not None else n, "seed": seed, "size": size, "fps": fps,
+             "seconds": seconds}
     base = load_synth_config(config) if config else {}
     given = {k: v for k, v in flags.items() if v is not None}
     settings = SynthConfig.from_mapping({**base, **given})
@@ -131,7 +158,8 @@ def eval_(
     options = _eval_options(option or [])
     truth_data = load_truth(truth, benchmark, **options, **({"split": split} if split else {}))
     calib = load_truth(calibration, benchmark, **options) if calibration else None
-    report = evaluate(load_predictions(pred), truth_data, config, calib)
+    report = evaluate(load_predictions(pred), truth_data, config, calib,
+                      pred_path=pred, truth_path=truth, calibration_path=calibration)
     print_report(report, console)
     if json_out:
         json_out.write_text(report_to_json(report), encoding="utf-8")
@@ -207,7 +235,8 @@ def _data_finish(problems: list) -> None:
 @data_app.command("mos")
 def data_mos(
     ratings: _RatingsOpt,
-    out: Annotated[Path, typer.Option(help="MOS table to write (.csv, .parquet or .jsonl).")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="MOS table to write (.csv, .parquet or .jsonl).")],
     videos: _VideosOpt = None,
     scale_low: _ScaleLow = None,
     scale_high: _ScaleHigh = None,
@@ -240,7 +269,8 @@ def _data_truth(truth: Path | None):
 @data_app.command("screen")
 def data_screen(
     ratings: _RatingsOpt,
-    out: Annotated[Path, typer.Option(help="Ratings without the dropped raters.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Ratings without the dropped raters.")],
     truth: Annotated[Path | None, typer.Option(help="Expert ground truth of the calibration "
                                                "subset (video_id, dimension, mos) or a "
                                                "manifest; default: leave-one-out MOS.")] = None,
@@ -287,7 +317,8 @@ def data_screen(
 @data_app.command("split")
 def data_split(
     videos: Annotated[Path, typer.Option(help="Videos table or manifest.jsonl.")],
-    out: Annotated[Path, typer.Option(help="Videos table with the new split column.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Videos table with the new split column.")],
     test_fraction: Annotated[float | None, typer.Option(help="Share of test videos.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed; the split is a function of it.")] = None,
     rl_generator: Annotated[list[str] | None, typer.Option(help="A generator reserved for "
@@ -316,7 +347,8 @@ def data_split(
 @data_app.command("records")
 def data_records(
     videos: Annotated[Path, typer.Option(help="Videos table or manifest.jsonl.")],
-    out: Annotated[Path, typer.Option(help="Training records to write (JSONL).")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Training records to write (JSONL).")],
     ratings: Annotated[Path | None, typer.Option(help="Ratings table; without it the videos "
                                                  "table's mos_<dimension> columns.")] = None,
     split: Annotated[list[str] | None, typer.Option(help="Only this split (repeatable).")] = None,
@@ -358,7 +390,8 @@ def data_records(
 @data_app.command("report")
 def data_report(
     ratings: _RatingsOpt,
-    out: Annotated[Path, typer.Option(help="Output folder for index.html, plots and tables.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Output folder for index.html, plots and tables.")],
     videos: _VideosOpt = None,
     truth: Annotated[Path | None, typer.Option(help="Expert ground truth: per-rater agreement "
                                                "against it instead of leave-one-out.")] = None,
@@ -389,7 +422,8 @@ def data_report(
 # in --help are read from ScorerSpec, never restated.
 _SPEC = ScorerSpec()
 _Model = Annotated[str | None, typer.Option(
-    help=f"Hub id, checkpoint directory, or 'tiny' (default: {_SPEC.model}).")]
+    help=f"Hub id, checkpoint directory, 'tiny' (random weights, for tests) or 'tiny-demo' "
+         f"(the shipped model trained on the demo corpus) (default: {_SPEC.model}).")]
 _Backend = Annotated[str | None, typer.Option(
     help=f"transformers, or vllm where installed (default: {_SPEC.backend}).")]
 _Revision = Annotated[str | None, typer.Option(help="Hub revision of --model.")]
@@ -452,17 +486,20 @@ def _load_mapping(path: Path, what: str) -> dict:
 @app.command("score")
 def score_command(
     source: Annotated[Path, typer.Argument(help="A video, a directory of videos, or a manifest.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSONL (appended, resumable).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Results JSONL (appended, resumable; "
+                                     "refused if it holds anything else); - for stdout.")],
     prompt: Annotated[str | None, typer.Option(help="Generation prompt for every video.")] = None,
     prompts: Annotated[
         Path | None, typer.Option(help="Prompts per video: JSONL (id|path, prompt) or JSON map.")
     ] = None,
-    dimensions: Annotated[
-        str | None, typer.Option(help="Comma-separated: visual,dynamic,alignment (default all).")
-    ] = None,
+    dimensions: Annotated[str | None, typer.Option(
+        help="Comma-separated: visual,dynamic,alignment (default all). Alignment needs each "
+             "video's prompt: a video without one gets a PromptError row.")] = None,
     explain: Annotated[bool, typer.Option(help="Also generate a rationale (greedy).")] = False,
     batch_size: Annotated[int, typer.Option(help="Videos per forward pass.")] = 8,
     csv: Annotated[Path | None, typer.Option(help="Also write a CSV of this run's rows.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+    = False,
     model: _Model = None,
     backend: _Backend = None,
     revision: _Revision = None,
@@ -480,49 +517,155 @@ def score_command(
     ray_address: _RayAddress = None,
 ) -> None:
     """Score videos on visual quality, dynamic quality and text-video alignment (JSONL rows)."""
-    from qsave.scores import write_csv
-    from qsave.sources import items_from
+    import time
 
-    items = items_from(source, prompt, prompts)  # ids checked before any model loads
+    from qsave.hub import check_model
+    from qsave.results import check_output
+    from qsave.scores import write_csv
+    from qsave.sources import scan
+    from qsave.spec import TINY, TINY_DEMO, parse_dimensions
+
+    started = time.perf_counter()  # every input is checked before any model loads
+    if batch_size < 1:
+        raise UsageError(f"--batch-size ({batch_size}) must be at least 1")
+    try:
+        dims = parse_dimensions(dimensions.split(",")) if dimensions else None
+    except ConfigError as error:
+        raise UsageError(f"--dimensions: {error}") from None
+    to_stdout = out == "-"
+    if to_stdout and (ray or csv):
+        raise UsageError("-o - (rows on stdout) does not resume: use a file with --ray or --csv")
+    if not to_stdout:
+        check_output(out)
+    sources = scan(source, prompt, prompts)
     spec = _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format,
                         video_mode, video_config, max_new_tokens, limits)
-    dims = dimensions.split(",") if dimensions else None
+    check_model(spec.model, (TINY, TINY_DEMO), spec.revision)
     if ray:
-        run = _score_on_ray(items, out, spec, dims, explain, batch_size,
+        run = _score_on_ray(sources.items, Path(out), spec, dims, explain, batch_size,
                             _given(actors=ray_actors, gpus_per_actor=ray_gpus,
                                    address=ray_address))
     else:
-        run = _score_here(items, out, spec, dims, explain, batch_size)
+        run = _score_here(sources.items, out, spec, dims, explain, batch_size, quiet)
     if csv is not None:
         write_csv(run.results, csv)
-    for repair in run.repairs:
-        console.print(f"[yellow]repaired:[/yellow] {repair}")
-    console.print(f"{run.written} scored, {run.skipped} already in {out}, "
-                  f"{len(run.failed)} failed")
-    for result in run.failed:
-        console.print(f"[red]failed:[/red] {result.id}: {result.error}")
+    _report_run(run, out, sources.skipped, time.perf_counter() - started, quiet)
     if run.failed:
         raise SystemExit(1)
 
 
-def _score_here(items, out, spec, dims, explain, batch_size):
-    """``qsave score`` in this process, with a progress bar."""
+def _report_run(run, out: str, skipped: list[Path], seconds: float, quiet: bool) -> None:
+    """The run's table (this run's rows), repairs, a summary line; failures on stderr."""
+    from rich.markup import escape
+
+    for result in run.failed:
+        errors.print(f"[red]failed:[/red] {escape(result.path or result.id)}: "
+                     f"{escape(str(result.error))}")
+    if quiet:
+        return
+    printed = errors if out == "-" else _table_console()
+    if run.results:
+        printed.print(_results_table(run.results))
+    for repair in run.repairs:
+        printed.print(f"[yellow]repaired:[/yellow] {escape(repair)}")
+    if skipped:
+        shown = ", ".join(str(p) for p in skipped[:5]) + (" …" if len(skipped) > 5 else "")
+        printed.print(f"skipped {len(skipped)} file(s) that are not videos: {escape(shown)}")
+    where = "stdout" if out == "-" else out
+    rate = f", {run.written / seconds:.2f} videos/s" if run.written else ""
+    printed.print(f"{run.written - len(run.failed)} scored, {len(run.failed)} failed, "
+                  f"{run.skipped} already in {escape(where)}; {seconds:.1f} s{rate}")
+
+
+ROWS_SHOWN = 40  # rows of the results table on the terminal; the file has them all
+
+
+def _results_table(results) -> Any:
+    """MOS (rating word) per dimension per video; "?" marks a low-confidence score."""
+    from rich.table import Table
+
+    from qsave.scores import LOW_CONFIDENCE_NATS
+
+    dims = list(dict.fromkeys(d for r in results for d in r.scores))
+    table = Table(title=f"MOS 1–5 (most likely rating); ? = entropy > {LOW_CONFIDENCE_NATS} "
+                        "nats", title_justify="left")
+    table.add_column("video")
+    for dimension in dims:
+        table.add_column(dimension.value, justify="right")
+    for result in results[:ROWS_SHOWN]:
+        if result.error is not None:
+            table.add_row(result.id, *[f"[red]{result.error.type}[/red]"] * len(dims))
+            continue
+        cells = []
+        for dimension in dims:
+            score = result.scores.get(dimension)
+            mark = "?" if score is not None and score.entropy > LOW_CONFIDENCE_NATS else ""
+            cells.append(f"{score.mos:.2f} ({score.rating}){mark}" if score else "–")
+        table.add_row(result.id, *cells)
+    if len(results) > ROWS_SHOWN:
+        table.caption = f"… and {len(results) - ROWS_SHOWN} more rows in the output"
+    return table
+
+
+def _table_console() -> Console:
+    """The console for tables: the terminal's, or one that never cuts a cell when piped."""
+    return console if console.is_terminal else Console(width=_PIPE_WIDTH)
+
+
+def _score_here(items, out: str, spec, dims, explain, batch_size, quiet):
+    """``qsave score`` in this process, with a progress bar of the inputs left to score;
+    ``out`` ``-`` writes the rows to stdout instead of a file (no resume)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from qsave.evaluator import Evaluator
-    from qsave.model.load import TINY_RANDOM_ID
-    from qsave.results import score_to_jsonl
+    from qsave.evaluator import Evaluator, PlannedBackend
+    from qsave.model.load import TINY_RANDOM_ID, expected_info
+    from qsave.results import left_to_score, score_to_jsonl
 
-    evaluator = Evaluator.from_spec(spec)
-    if evaluator.info.id == TINY_RANDOM_ID:
-        console.print("[yellow]note:[/yellow] the tiny model is untrained: its scores mean "
-                      "nothing")
+    info = expected_info(spec)  # known without loading: check the output first
+    planned = Evaluator(PlannedBackend(spec, info)) if info is not None and out != "-" else None
+    if planned is not None and left_to_score(planned, items, out, dims, explain) == 0:
+        evaluator = planned  # every input already has its row: no model is loaded
+    else:
+        evaluator = Evaluator.from_spec(spec)
+    if evaluator.info.id == TINY_RANDOM_ID and not quiet and evaluator is not planned:
+        errors.print("[yellow]note:[/yellow] the tiny model is untrained: its scores mean "
+                     "nothing (--model tiny-demo is the trained one)")
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("scoring", total=len(items))
-        return score_to_jsonl(evaluator, items, out, dimensions=dims, explain=explain,
-                              batch_size=batch_size,
-                              on_result=lambda result: progress.advance(task))
+    saved = [0]
+    with Progress(*columns, console=errors, transient=True, disable=quiet) as progress:
+        task = progress.add_task("scoring", total=None)
+
+        def advance(result) -> None:
+            saved[0] += 1
+            progress.advance(task)
+
+        try:
+            if out == "-":
+                return _score_to_stdout(evaluator, items, dims, explain, batch_size, advance,
+                                        lambda n: progress.update(task, total=n))
+            return score_to_jsonl(evaluator, items, out, dimensions=dims, explain=explain,
+                                  batch_size=batch_size, on_result=advance,
+                                  on_start=lambda n: progress.update(task, total=n))
+        except KeyboardInterrupt:
+            progress.stop()
+            where = "printed" if out == "-" else f"saved in {out}; run again to resume"
+            errors.print(f"interrupted: {saved[0]} row(s) {where}")
+            raise SystemExit(130) from None
+
+
+def _score_to_stdout(evaluator, items, dims, explain, batch_size, on_result, on_start):
+    """Rows as JSON lines on stdout, in input order (nothing resumed, nothing written)."""
+    from qsave.jsonl import dumps
+    from qsave.results import FileRun, hash_items
+
+    hash_items(items)
+    on_start(len(items))
+    results = []
+    for result in evaluator.score_many(items, dimensions=dims, explain=explain,
+                                       batch_size=batch_size, on_result=on_result):
+        print(dumps(result.to_record()), flush=True)
+        results.append(result)
+    return FileRun(results, written=len(results), skipped=0)
 
 
 def _score_on_ray(items, out, spec, dims, explain, batch_size, ray_flags):
@@ -702,37 +845,85 @@ def _serve_token(token_file: Path | None) -> str | None:
 # --- demo ----------------------------------------------------------------------------------
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Working directory for the demo.")] = Path("qsave-demo"),
-    train: Annotated[
-        bool, typer.Option(help="Also train the tiny model through the three stages (CPU).")
-    ] = False,
-    minutes: Annotated[float, typer.Option(help="Training budget with --train.")] = 10.0,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Working directory for the demo.")] = Path("qsave-demo"),
+    train: Annotated[bool, typer.Option(
+        help="Retrain the tiny model with the demo recipe first (CPU, ~10 min), save it to "
+             "$QSAVE_CACHE/tiny-demo and compare it with the shipped one.")] = False,
+    step_scale: Annotated[float, typer.Option(
+        help="With --train: multiply every stage's step count (1.0: the recipe). Not a time "
+             "budget: data and scoring do not shrink.", min=0.001)] = 1.0,
     ablation: Annotated[bool, typer.Option(
         help="With --train: also train stage 1 w/o SlowFast at the same tokens (Table 4).")]
     = False,
+    json_: Annotated[bool, typer.Option("--json", help=(
+        "Print only the held-out figures as one JSON object on stdout (per dimension: srcc, "
+        "plcc, n); everything else goes to stderr."))] = False,
 ) -> None:
-    """Synthesize clips and score the held-out ones with the embedded tiny model."""
+    """Score the demo corpus's held-out clips with the shipped tiny-demo model (or retrain it)
+    and print predicted MOS / truth and the held-out SRCC/PLCC per dimension."""
+    import json
+
     from qsave.demo import run_demo
 
-    run_demo(out, console, train=train, minutes=minutes, ablation=ablation)
+    shown = Console(stderr=True) if json_ else console
+    held = run_demo(out, shown, train=train, step_scale=step_scale, ablation=ablation)
+    if json_:
+        print(json.dumps(held.to_json()))
+
+
+EXTRAS = {"matplotlib": "report", "jinja2": "report", "pandas": "report", "pyarrow": "report",
+          "peft": "train", "fastapi": "serve", "uvicorn": "serve", "httpx": "serve",
+          "multipart": "serve", "prometheus_client": "serve", "ray": "ray"}  # module → extra
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qsave`` script: the exit code is non-zero when any input failed.
 
-    Commands that finish with failed items raise ``typer.Exit(1)``; usage errors, and inputs
-    or predictions with duplicate ids, exit 2.
+    Commands that finish with failed items exit 1. Every qsave error, file error or missing
+    optional dependency is one line on stderr (``QSAVE_DEBUG=1`` shows the traceback): exit 2
+    for usage errors (a missing input, a value out of range, duplicate ids), else 1.
     """
+    from rich.markup import escape
+
     from qsave.errors import DuplicateIdError, QsaveError
 
     try:
-        app(args=argv, prog_name="qsave")
+        _plain_metavars(typer.main.get_command(app))(args=argv, prog_name="qsave")
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
-    except QsaveError as error:
-        console.print(f"[red]error:[/red] {error}")
-        return 2 if isinstance(error, DuplicateIdError) else 1
+    except (QsaveError, OSError, ImportError) as error:
+        if os.environ.get("QSAVE_DEBUG"):
+            raise
+        errors.print(f"[red]error:[/red] {escape(_one_line(error))}")
+        return 2 if isinstance(error, DuplicateIdError | UsageError) else 1
     return 0
+
+
+METAVARS = {"path": "PATH", "text": "TEXT", "str": "TEXT", "integer": "N", "int": "N",
+            "float": "NUMBER", "boolean": "", "bool": ""}
+
+
+def _plain_metavars(command: Any) -> Any:
+    """``command`` (and its sub-commands) with help placeholders a person reads — PATH, TEXT,
+    N, NUMBER, nothing for a boolean — instead of typer's ``<str>``/``<bool>`` types."""
+    for param in command.params:
+        if param.param_type_name == "option" and param.metavar is None and not param.is_flag:
+            param.metavar = METAVARS.get(param.type.name, param.type.name.upper())
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+    return command
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error``; a missing optional dependency with the extra that has it."""
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        extra = EXTRAS.get(error.name.split(".")[0])
+        if extra:
+            return f"{error.name} is not installed: pip install 'qsave[{extra}]'"
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.strerror or error}: {error.filename}"
+    return str(error)
 
 
 if __name__ == "__main__":

@@ -1,71 +1,347 @@
-"""``qsave demo``: the README's main command, runnable anywhere, offline, on the CPU.
+"""``qsave demo``: the README's first command, runnable anywhere, offline, on the CPU.
 
-It writes a small synthetic corpus (clips with labelled defects and known MOS, see
-:mod:`qsave.data.synthetic`) and scores the held-out clips on the three dimensions with the
-embedded tiny Qwen3-VL, printing the predicted MOS beside the ground truth.
+It scores every held-out clip of the demo corpus with the shipped ``tiny-demo`` model (the tiny
+Qwen3-VL trained by :mod:`qsave.demo_recipe`, float16, in ``qsave/assets/tiny-demo`` with its
+``provenance.json``) and prints the predicted MOS beside the ground truth, then the held-out
+SRCC/PLCC per dimension. The held-out clips are the test split of the recipe's corpus
+(``DemoConfig.synth(n_clips, seed)``), drawn and encoded here from the seed exactly as the
+training wrote them: the same clips the provenance figures were measured on.
 
-With ``train=True`` it first trains the tiny model through the paper's three stages (plus a
-demo-only vision warm-up, :mod:`qsave.demo_recipe`), prints SRCC/PLCC per stage like
-Table 4, and caches the checkpoint where ``--model tiny`` finds it; a second run only scores.
+With ``train=True`` it retrains the model with the recipe (:func:`qsave.demo_recipe.train_demo`),
+exports it like the shipped one (:func:`export_model`) to ``$QSAVE_CACHE/tiny-demo``, scores
+the same clips with it and compares its figures with the shipped ones. ``--model tiny`` is
+never affected: it is the random tiny model, always.
+
+``scripts/ship_tiny_demo.py`` writes the shipped folder with the same :func:`export_model`.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from qsave.data.synthetic import SynthConfig, write_corpus
+from qsave.data.synthetic import ClipRecord, SynthConfig, encode_mp4, plan_corpus, synthesize
 from qsave.dimensions import DIMENSIONS
+from qsave.errors import QsaveError
+from qsave.eval.metrics import plcc, srcc
 from qsave.evaluator import Evaluator, ScoreItem
-from qsave.model.load import TINY_RANDOM_ID
-from qsave.spec import TINY, tiny_demo_dir
+from qsave.scores import ModelInfo, VideoResult
+from qsave.spec import (
+    PROVENANCE_FILE,
+    TINY_DEMO,
+    TINY_DEMO_ID,
+    shipped_tiny_demo_dir,
+    tiny_demo_dir,
+)
 
-DEMO_CORPUS = SynthConfig(n=8, seed=0, size=64, fps=8, seconds=2.0)  # 6 train, 1 test, 1 rl
+MAX_SHIPPED_BYTES = 10 * 1024 * 1024  # the shipped folder, weights and all, stays under this
+LEARNT_SRCC = 0.5  # a dimension counts as learnt on the held-out clips from this SRCC on
 
 
-def run_demo(
-    workdir: Path,
-    console: Console,
-    corpus: SynthConfig = DEMO_CORPUS,
-    train: bool = False,
-    minutes: float = 10.0,
-    ablation: bool = False,
-) -> None:
-    """Synthesize ``corpus`` under ``workdir`` and score its test clips with the tiny model
-    (after training it through the three stages when ``train``; the clips then follow the
-    training's corpus design, and the checkpoint's ``qsave_scorer.json`` its video settings)."""
-    if train:
-        from qsave.demo_recipe import DemoConfig, train_demo
+@dataclass
+class HeldOut:
+    """A model's scores on the held-out clips of the demo corpus, and its figures."""
 
-        config = DemoConfig(minutes=minutes, ablation=ablation)
-        train_demo(workdir / "train", console, config=config, checkpoint_dir=tiny_demo_dir())
-        corpus = replace(corpus, kinds=config.kinds, every_dimension=config.every_dimension)
-    written = write_corpus(workdir / "corpus", corpus)
-    console.print(f"wrote {len(written.clips)} synthetic clips to {workdir / 'corpus'}")
-    held_out = [clip for clip in written.clips if clip.split == "test"] or written.clips[:1]
-    evaluator = Evaluator.from_pretrained(TINY)  # the trained demo's frames, when cached
-    items = [ScoreItem(workdir / "corpus" / c.path, c.prompt, c.id) for c in held_out]
+    info: ModelInfo
+    clips: list[ClipRecord]
+    results: list[VideoResult]
+    figures: dict[str, dict[str, Any]]  # dimension → {"srcc", "plcc", "n"}
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``qsave demo --json`` prints."""
+        return {"model": self.info.id, "revision": self.info.revision, "n": len(self.clips),
+                "dimensions": self.figures}
+
+
+def demo_config(step_scale: float = 1.0, ablation: bool = False) -> Any:
+    """The recipe's config (:class:`qsave.demo_recipe.DemoConfig`; imports torch)."""
+    from qsave.demo_recipe import DemoConfig
+
+    return DemoConfig(step_scale=step_scale, ablation=ablation)
+
+
+def held_out_synth(config: Any = None) -> SynthConfig:
+    """The recipe's corpus design; its test split is the held-out set."""
+    config = config or demo_config()
+    return config.synth(config.n_clips, config.seed)
+
+
+def write_held_out(folder: str | Path, synth: SynthConfig) -> list[ClipRecord]:
+    """Draw and encode only the test clips of ``synth`` into ``folder/clips``, with a
+    ``manifest.jsonl``: what :func:`qsave.data.synthetic.write_corpus` writes for them (each
+    clip's frames come from the seed and its index). The frames are reproducible, the H.264
+    bytes are not quite: libx264 under PyAV writes other bytes for a few clips in ten from run
+    to run, which moves the held-out figures by up to ~0.01 SRCC — so the shipped model ships
+    the encoded clips its figures were measured on (:func:`shipped_held_out_dir`)."""
+    folder = Path(folder)
+    (folder / "clips").mkdir(parents=True, exist_ok=True)
+    clips = []
+    for plan in plan_corpus(synth):
+        if plan.split != "test":
+            continue
+        record, frames = synthesize(plan, synth)
+        encode_mp4(frames, folder / record.path, synth.fps, synth.crf)
+        clips.append(record)
+    (folder / "manifest.jsonl").write_text("".join(c.to_json() + "\n" for c in clips),
+                                           encoding="utf-8")
+    return clips
+
+
+def read_held_out(folder: str | Path) -> list[ClipRecord]:
+    """The clips of a held-out folder's ``manifest.jsonl`` (as :func:`write_held_out` wrote)."""
+    from qsave.jsonl import read_jsonl
+
+    read = read_jsonl(Path(folder) / "manifest.jsonl")
+    if read.issues() or not read.rows:
+        raise QsaveError(f"no readable held-out manifest in {folder}: {read.issues()[:3]}")
+    return [ClipRecord(**row) for _, row in read.rows]
+
+
+def shipped_held_out_dir() -> Path:
+    """The encoded held-out clips the shipped model's provenance figures were measured on
+    (package data beside the model folder, written by ``scripts/ship_tiny_demo.py``)."""
+    return shipped_tiny_demo_dir().with_name("tiny-demo-held-out")
+
+
+def held_out_folder(workdir: str | Path, console: Console | None = None) -> Path:
+    """The shipped held-out clips, else (an installation without them) the same clips drawn
+    again from the seed into ``workdir/held-out``."""
+    shipped = shipped_held_out_dir()
+    if (shipped / "manifest.jsonl").is_file():
+        return shipped
+    folder = Path(workdir) / "held-out"
+    write_held_out(folder, held_out_synth())
+    if console is not None:
+        console.print(f"[yellow]the shipped held-out clips are missing: drew them again from "
+                      f"the seed into {folder} (H.264 bytes may differ slightly, and so may the "
+                      "figures)")
+    return folder
+
+
+def score_held_out(model: str, folder: str | Path) -> HeldOut:
+    """Score every clip of the held-out ``folder`` with ``model`` (a model name or folder) on
+    the CPU in float32, as the provenance figures were measured; SRCC/PLCC per dimension."""
+    folder = Path(folder)
+    clips = read_held_out(folder)
+    evaluator = Evaluator.from_pretrained(model, device="cpu", dtype="float32")
+    items = [ScoreItem(folder / c.path, c.prompt, c.id) for c in clips]
     results = list(evaluator.score_many(items))
+    return HeldOut(evaluator.info, clips, results, held_out_figures(clips, results))
 
-    table = Table(title=f"tiny Qwen3-VL ({evaluator.info.id}): predicted MOS / ground truth")
+
+def held_out_figures(clips: list[ClipRecord], results: list[VideoResult]
+                     ) -> dict[str, dict[str, Any]]:
+    """SRCC and PLCC of predicted vs true MOS per dimension over the scored clips (n)."""
+    scored = [(c, r) for c, r in zip(clips, results, strict=True) if r.ok]
+    figures = {}
+    for d in DIMENSIONS:
+        pred = [r.scores[d].mos for _, r in scored]
+        truth = [c.mos[d.value] for c, _ in scored]
+        figures[d.value] = {"srcc": _corr(srcc, pred, truth), "plcc": _corr(plcc, pred, truth),
+                            "n": len(scored)}
+    return figures
+
+
+def _corr(metric: Any, pred: list[float], truth: list[float]) -> float:
+    """A correlation rounded to 4 decimals; 0.0 when undefined (constant predictions)."""
+    value = metric(pred, truth) if len(pred) > 1 and len(set(pred)) > 1 else 0.0
+    return 0.0 if math.isnan(value) else round(float(value), 4)
+
+
+# ---- the shipped model -------------------------------------------------------------------
+def export_model(checkpoint: str | Path, dest: str | Path, config: Any, held_out: str | Path,
+                 report: Any = None, name: str = TINY_DEMO_ID
+                 ) -> tuple[HeldOut, dict[str, Any]]:
+    """Write the trained ``checkpoint`` as a demo model folder: float16 safetensors, processor,
+    ``qsave_scorer.json``, and ``provenance.json`` (``name``, recipe config, seed, git commit,
+    the training's per-stage figures from ``report``, and the SRCC/PLCC per dimension of the
+    exported float16 weights on the clips of ``held_out``, scored by :func:`score_held_out`).
+    Replaces ``dest``; the returned scores name ``dest`` as their model."""
+    import torch
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    checkpoint, dest = Path(checkpoint), Path(dest)
+    staging = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float16)
+    model.save_pretrained(staging)
+    AutoProcessor.from_pretrained(checkpoint).save_pretrained(staging)
+    shutil.copy2(checkpoint / "qsave_scorer.json", staging / "qsave_scorer.json")
+    weights = hashlib.sha256((staging / "model.safetensors").read_bytes()).hexdigest()
+    held = score_held_out(str(staging), held_out)
+    failed = [f"{r.id}: {r.error}" for r in held.results if not r.ok]
+    if failed:
+        raise QsaveError(f"the exported model could not score held-out clips: {failed[:3]}")
+    provenance = {
+        "model": name,
+        "revision": f"sha256:{weights[:16]}",  # of model.safetensors; rows record it
+        "weights_sha256": weights,
+        "dtype": "float16",
+        "recipe": "qsave.demo_recipe (DEMO-ONLY: vision warm-up, SFT, GRPO, cool-off SFT)",
+        "config": json.loads(json.dumps(asdict(config))),
+        "seed": config.seed,
+        "git": _git_state(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "held_out": {
+            "what": "the test split of the recipe's corpus (DemoConfig.synth(n_clips, seed)); "
+                    "the encoded clips ship in qsave/assets/tiny-demo-held-out; scored by "
+                    "qsave.demo.score_held_out: CPU, float32, the checkpoint's "
+                    "qsave_scorer.json; predicted MOS vs ground-truth MOS",
+            "corpus": json.loads(json.dumps(asdict(held_out_synth(config)))),
+            "n": len(held.clips),
+            "clips": [c.id for c in held.clips],
+            "dimensions": held.figures,
+        },
+    }
+    if report is not None:
+        provenance["training"] = {
+            "stages": [asdict(s) for s in report.scores],  # float32, during training
+            "n_test": report.n_test, "seconds": report.seconds, "notes": report.notes}
+    (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=1) + "\n",
+                                           encoding="utf-8")
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    held.info = replace(held.info, id=str(dest.resolve()), revision=provenance["revision"])
+    return held, provenance
+
+
+def folder_bytes(folder: str | Path) -> int:
+    """The size of every file in ``folder``."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _git_state() -> dict[str, Any]:
+    """The commit of the source tree qsave runs from, and whether it had uncommitted changes
+    (read-only: no optional locks); None outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                  text=True, timeout=30, env=env, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(changes) if commit else None,
+            "note": "dirty: the weights were written from the commit's tree plus uncommitted "
+                    "changes (they are committed together)" if changes else None}
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__}
+
+
+# ---- qsave demo --------------------------------------------------------------------------
+def run_demo(workdir: str | Path, console: Console, train: bool = False,
+             step_scale: float = 1.0, ablation: bool = False) -> HeldOut:
+    """``qsave demo``: score the held-out clips with the shipped model (or, with ``train``,
+    retrain it first and compare), print the table, the figures and what the model can do.
+    ``console`` gets every line (``qsave demo --json`` passes a stderr console)."""
+    workdir = Path(workdir)
+    config = demo_config(step_scale, ablation)
+    shipped = _shipped_figures()
+    if train:
+        from qsave.demo_recipe import train_demo
+
+        report = train_demo(workdir / "train", console, config=config)
+        folder = held_out_folder(workdir, console)
+        cache = tiny_demo_dir()
+        held, _ = export_model(workdir / "train" / "checkpoint", cache, config, folder, report,
+                               name=f"{TINY_DEMO_ID} (retrained by qsave demo --train)")
+        console.print(f"saved the retrained model to {cache} (float16, provenance.json); "
+                      f"score with it: --model {cache}")
+    else:
+        folder = held_out_folder(workdir, console)
+        held = score_held_out(TINY_DEMO, folder)
+    console.print(f"scored the {len(held.clips)} held-out clips of the demo corpus (seed "
+                  f"{config.seed}; test split, prompts unseen in training) in {folder}")
+    console.print(clip_table(held))
+    console.print(figures_table(held, shipped if train else None))
+    for result in held.results:
+        if not result.ok:
+            console.print(f"[red]{result.id}: {result.error}")
+    console.print(can_and_cannot(held, config))
+    return held
+
+
+def clip_table(held: HeldOut) -> Table:
+    """One row per held-out clip: predicted MOS / ground truth per dimension."""
+    revision = f" {held.info.revision}" if held.info.revision else ""
+    table = Table(title=f"{held.info.id}{revision}: predicted MOS / ground truth")
     table.add_column("clip")
-    table.add_column("prompt", max_width=40)
     for dimension in DIMENSIONS:
         table.add_column(dimension.value, justify="right")
-    for clip, result in zip(held_out, results, strict=True):
-        if not result.ok:
-            table.add_row(clip.id, clip.prompt, *(["error"] * len(DIMENSIONS)))
-            console.print(f"[red]{clip.id}: {result.error}")
-            continue
-        cells = [f"{result.scores[d].mos:.2f} / {clip.mos[d.value]:.2f}" for d in DIMENSIONS]
-        table.add_row(clip.id, clip.prompt, *cells)
-    console.print(table)
-    if evaluator.info.id == TINY_RANDOM_ID:
-        console.print(
-            "[yellow]The tiny model has random weights: these scores mean nothing. "
-            "They show the pipeline (decode → SlowFast → Qwen3-VL → rating-token expectation) "
-            "end to end; `qsave demo --train` trains the tiny model first (see README)."
-        )
+    for clip, result in zip(held.clips, held.results, strict=True):
+        if result.ok:
+            table.add_row(clip.id, *(f"{result.scores[d].mos:.2f} / {clip.mos[d.value]:.2f}"
+                                     for d in DIMENSIONS))
+        else:
+            table.add_row(clip.id, *(["error"] * len(DIMENSIONS)))
+    return table
+
+
+def figures_table(held: HeldOut, shipped: dict[str, Any] | None = None) -> Table:
+    """SRCC/PLCC per dimension on the held-out clips (and the shipped model's, to compare)."""
+    table = Table(title=f"{held.info.id}: held-out SRCC / PLCC per dimension "
+                        f"({len(held.clips)} clips)")
+    table.add_column("dimension")
+    table.add_column("SRCC", justify="right")
+    table.add_column("PLCC", justify="right")
+    table.add_column("n", justify="right")
+    if shipped is not None:
+        table.add_column(f"shipped {TINY_DEMO} SRCC / PLCC", justify="right")
+        table.add_column("Δ SRCC", justify="right")
+    for name, values in held.figures.items():
+        row = [name, f"{values['srcc']:.3f}", f"{values['plcc']:.3f}", str(values["n"])]
+        if shipped is not None:
+            ref = shipped.get(name)
+            row += ([f"{ref['srcc']:.3f} / {ref['plcc']:.3f}",
+                     f"{values['srcc'] - ref['srcc']:+.3f}"] if ref else ["missing", ""])
+        table.add_row(*row)
+    return table
+
+
+def can_and_cannot(held: HeldOut, config: Any) -> str:
+    """One sentence on what the demo model can and cannot do, from its figures."""
+    learnt = [d for d, v in held.figures.items() if v["srcc"] >= LEARNT_SRCC]
+    not_learnt = [d for d in held.figures if d not in learnt]
+    can = (f"it ranks {' and '.join(learnt)} quality of such clips" if learnt
+           else "it ranks no dimension of such clips")
+    cannot = f", has not learnt {' or '.join(not_learnt)} (SRCC < {LEARNT_SRCC})" if not_learnt \
+        else ""
+    return (f"What it can and cannot do: a ~1M-parameter Qwen3-VL trained for minutes on "
+            f"synthetic defects ({', '.join(config.kinds)}) in {config.size}×{config.size}, "
+            f"{config.seconds:g}-second clips — {can}{cannot}, and its scores are meaningless on "
+            "real footage (for real videos use a Qwen3-VL checkpoint: README, 'Scoring real "
+            "videos on a GPU').")
+
+
+def _shipped_figures() -> dict[str, Any] | None:
+    """The shipped model's held-out figures from its provenance (None when absent)."""
+    from qsave.model.load import read_provenance
+
+    try:
+        return read_provenance(shipped_tiny_demo_dir())["held_out"]["dimensions"]
+    except (QsaveError, KeyError, TypeError):
+        return None

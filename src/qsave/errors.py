@@ -11,6 +11,10 @@ class VideoError(QsaveError):
     """A video could not be opened, decoded or prepared; the message names the file."""
 
 
+class VideoNotFoundError(VideoError, FileNotFoundError):
+    """A video file does not exist (catchable as ``FileNotFoundError`` too)."""
+
+
 class AnnotationError(QsaveError):
     """A ratings table, manifest or training record is malformed; the message names the row."""
 
@@ -33,6 +37,14 @@ class ConfigError(QsaveError):
         for name, value in vars(config).items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise cls(f"{name} ({value}) must be a finite number")
+
+
+class UsageError(ConfigError):
+    """The command line names an input that does not exist or a value out of range (exit 2)."""
+
+
+class PromptError(QsaveError):
+    """A video has no prompt where a dimension needs one (text-video alignment)."""
 
 
 class LimitError(QsaveError):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from qsave.dimensions import Dimension
-from qsave.errors import ConfigError, QsaveError
+from qsave.errors import ConfigError, PromptError, QsaveError
 from qsave.scores import DimensionScore, ItemError, ModelInfo, VideoResult, content_hash
 from qsave.spec import ScorerSpec, parse_dimensions, resolve_spec
 from qsave.video.inputs import PreparedVideo, prepare_video
@@ -79,6 +79,18 @@ class Backend(ABC):
     def score(self, items: Sequence[Prepared], dimensions: Sequence[Dimension],
               explain: bool) -> list[dict[Dimension, DimensionScore]]:
         """One dict per item (input order); raise to fail the batch (it is retried per item)."""
+
+
+class PlannedBackend(Backend):
+    """A backend not loaded yet: the spec and the info loading it will give, enough for the
+    rows' resume keys (``qsave score`` checks what is left before it loads a model)."""
+
+    def __init__(self, spec: ScorerSpec, info: ModelInfo) -> None:
+        self.spec, self.info = spec, info
+
+    def score(self, items: Sequence[Prepared], dimensions: Sequence[Dimension],
+              explain: bool) -> list[dict[Dimension, DimensionScore]]:
+        raise QsaveError("the model is not loaded (PlannedBackend only plans rows)")
 
 
 def load_backend(spec: ScorerSpec) -> Backend:
@@ -186,6 +198,10 @@ class Evaluator:
         them; ``cancel`` stops the decoding); its result with the error set when that fails."""
         result = self.shell(item, dimensions, explain)
         try:
+            if Dimension.ALIGNMENT in dimensions and not item.prompt:
+                raise PromptError("no prompt for this video: text-video alignment is scored "
+                                  "against the generation prompt; give one, or leave "
+                                  "alignment out of the dimensions")
             self.spec.limits.check_prompt(item.prompt, self.backend.prompt_tokens)
             video = item.video
             if not isinstance(video, PreparedVideo):
@@ -196,8 +212,9 @@ class Evaluator:
             result.error = ItemError.of(error)
             return result
         except OSError as error:  # unreadable or missing: a VideoError like a decode failure
-            result.error = ItemError("VideoError", f"cannot read video {item.path or item.name}"
-                                                   f": {error.strerror or error}")
+            kind = "VideoNotFoundError" if isinstance(error, FileNotFoundError) else "VideoError"
+            result.error = ItemError(kind, f"cannot read video {item.path or item.name}: "
+                                           f"{error.strerror or error}")
             return result
         result.video = video.settings.get("plan")
         return Prepared(result, video)

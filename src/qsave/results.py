@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qsave.dimensions import Dimension
+from qsave.errors import UsageError
 from qsave.evaluator import Evaluator, ScoreItem
 from qsave.jsonl import JsonlWriter, drop_lines
 from qsave.scores import VideoResult, content_hash, read_results
@@ -89,12 +90,43 @@ def hash_items(items: Iterable[ScoreItem]) -> None:
                 item.content_hash = content_hash(item.path)
 
 
+def check_output(path: str | os.PathLike) -> None:
+    """Refuse a results path that would overwrite or append into something else: a folder, a
+    path under a regular file, or a non-empty file without a single qsave score row (a
+    manifest, a prompts file); ``UsageError`` says which."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"-o {path} is a folder; give a file, e.g. {path / 'scores.jsonl'}")
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UsageError(f"-o {path}: {blocked} is a file, not a folder")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    read = read_results(path)
+    if not read.rows:
+        why = read.invalid[0][1] if read.invalid else "no complete JSON line"
+        raise UsageError(f"-o {path} is not a qsave score file (line 1: {why}); refusing to "
+                         "write into it: give another file")
+
+
+def left_to_score(evaluator: Evaluator, items: Sequence[ScoreItem], out: str | os.PathLike,
+                  dimensions: Iterable[str | Dimension] | None = None,
+                  explain: bool = False) -> int:
+    """How many of ``items`` have no successful row in ``out`` yet (files are hashed once)."""
+    dims = evaluator.spec.scored_dimensions(dimensions)
+    hash_items(items)
+    done = {r.key for _, r in read_results(out).rows if r.ok} if Path(out).is_file() else set()
+    return sum(evaluator.shell(item, dims, explain).key not in done for item in items)
+
+
 def score_to_jsonl(
     evaluator: Evaluator, items: Sequence[ScoreItem], out: str | os.PathLike, *,
     dimensions: Iterable[str | Dimension] | None = None, explain: bool = False,
     batch_size: int = 8, on_result: Callable[[VideoResult], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> FileRun:
-    """Score the inputs not yet in ``out``, append one row each, leave one row per input."""
+    """Score the inputs not yet in ``out``, append one row each, leave one row per input;
+    ``on_start`` is told how many inputs are left to score (progress)."""
     check_unique_ids(list(items))
     dims = evaluator.spec.scored_dimensions(dimensions)
     output = ResultsOutput(out)
@@ -103,6 +135,8 @@ def score_to_jsonl(
     for item in items:
         answers.append(output.done.get(evaluator.shell(item, dims, explain).key))
     todo = [item for item, answer in zip(items, answers, strict=True) if answer is None]
+    if on_start is not None:
+        on_start(len(todo))
     fresh = iter(evaluator.score_many(todo, dimensions=dims, explain=explain,
                                       batch_size=batch_size,
                                       on_result=_then(output.write, on_result)))

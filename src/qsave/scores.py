@@ -5,8 +5,10 @@ Torch-free plain data (DESIGN.md, Conventions), written and read in one place: e
 :meth:`VideoResult.to_record` / :meth:`VideoResult.from_record` and :func:`read_results`.
 
 A results file has one JSON line per video: ``id``, ``path``, ``content_hash``, ``prompt``,
-``scores`` (dimension → ``score`` r̂ in 0..1, ``mos`` = 1 + 4·r̂, ``probs`` ascending Bad …
-Excellent, ``rating``, ``entropy``, optional ``rationale``; Sec. 4.2.2), ``error`` (``{"type",
+``scores`` (dimension → ``score`` r̂ in 0..1, the expectation Σ p_j·w_j; ``mos`` = 1 + 4·r̂,
+the same on the 1–5 scale; ``probs``, rating word → probability; ``rating``, the most likely
+word, which may differ from the word nearest the MOS; ``entropy`` of ``probs`` in nats, high
+for a low-confidence score; optional ``rationale``; Sec. 4.2.2), ``error`` (``{"type",
 "message"}`` or null), ``model``, ``settings`` (what the scores depend on besides the model) and
 ``video`` (the frame plan).
 
@@ -34,6 +36,7 @@ from qsave.errors import AnnotationError, QsaveError, error_class
 from qsave.jsonl import JsonlRead, read_jsonl
 
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a video
+LOW_CONFIDENCE_NATS = 1.0  # entropy above which a score is marked uncertain (ln 5 = 1.61 max)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class DimensionScore:
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
-        record["probs"] = list(self.probs)
+        record["probs"] = dict(zip(RATINGS, self.probs, strict=True))
         if self.rationale is None:
             del record["rationale"]
         return record
@@ -60,8 +63,10 @@ class DimensionScore:
         if not isinstance(values, dict):
             raise AnnotationError(f"a dimension score must be an object, got {values!r}")
         try:
+            probs = values["probs"]  # a mapping; a list (Bad … Excellent) in older files
+            probs = [probs[r] for r in RATINGS] if isinstance(probs, dict) else probs
             score = cls(float(values["score"]), float(values["mos"]),
-                        tuple(float(p) for p in values["probs"]), str(values["rating"]),
+                        tuple(float(p) for p in probs), str(values["rating"]),
                         float(values["entropy"]), values.get("rationale"))
         except (KeyError, TypeError, ValueError) as error:
             raise AnnotationError(f"malformed dimension score {values!r}: {error!r}") from None

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from qsave.errors import AnnotationError, DuplicateIdError
+from qsave.errors import AnnotationError, DuplicateIdError, UsageError
 from qsave.evaluator import ScoreItem
 from qsave.jsonl import read_jsonl
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg", ".mpeg", ".ts",
+                  ".m2ts", ".mts", ".flv", ".wmv", ".3gp", ".ogv")  # what FFmpeg commonly writes
 MANIFEST_SUFFIXES = (".jsonl",)
 
 
@@ -30,31 +32,62 @@ def video_id(path: str | os.PathLike, root: str | os.PathLike) -> str:
     return relative.with_suffix("").as_posix()
 
 
-def items_from(
+@dataclass
+class Sources:
+    """What a source holds: the items to score, and the files of a folder that are not videos
+    (by suffix, :data:`VIDEO_SUFFIXES`)."""
+
+    items: list[ScoreItem]
+    skipped: list[Path] = field(default_factory=list)
+
+
+def scan(
     source: str | os.PathLike, prompt: str | None = None,
     prompts: str | os.PathLike | None = None,
-) -> list[ScoreItem]:
+) -> Sources:
     """The videos of a file, a directory (recursively, sorted) or a manifest JSONL.
 
     A manifest line has ``path`` (relative to the manifest's folder) and optionally ``id`` and
     ``prompt``. ``prompt`` applies to every video without one; ``prompts`` is a JSONL file of
     ``{"id" | "path": …, "prompt": …}`` lines or a JSON object ``{id or file name: prompt}``.
-    Raises ``DuplicateIdError`` when two inputs share an id.
+    Raises ``UsageError`` for a missing source, a folder without videos, or a prompts file that
+    matches none of them; ``DuplicateIdError`` when two inputs share an id.
     """
-    source = Path(source)
+    source, skipped = Path(source), []
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        files = sorted(p for p in source.rglob("*") if p.is_file())
+        paths = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+        skipped = [p for p in files if p.suffix.lower() not in VIDEO_SUFFIXES]
+        if not paths:
+            raise UsageError(f"no videos in {source} ({len(skipped)} other file(s); video "
+                             f"suffixes: {' '.join(VIDEO_SUFFIXES)})")
         items = [ScoreItem(str(p), id=video_id(p, source)) for p in paths]
+    elif not source.exists():
+        raise UsageError(f"no such file or folder: {source}")
     elif source.suffix.lower() in MANIFEST_SUFFIXES:
         items = _manifest_items(source)
     else:
         items = [ScoreItem(str(source), id=source.stem)]
     check_unique_ids(items)
     table = _prompt_table(prompts) if prompts is not None else {}
+    matched = 0
     for item in items:
         name = Path(item.path or "").name
-        item.prompt = item.prompt or table.get(item.name) or table.get(name) or prompt
-    return items
+        found = table.get(item.name) or table.get(name)
+        matched += found is not None
+        item.prompt = item.prompt or found or prompt
+    if table and not matched:
+        raise UsageError(f"the prompts of {prompts} match none of the {len(items)} video(s) "
+                         "(by id or file name)")
+    return Sources(items, skipped)
+
+
+def items_from(
+    source: str | os.PathLike, prompt: str | None = None,
+    prompts: str | os.PathLike | None = None,
+) -> list[ScoreItem]:
+    """The items of :func:`scan`."""
+    return scan(source, prompt, prompts).items
 
 
 def check_unique_ids(items: list[ScoreItem]) -> None:
@@ -97,6 +130,8 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
 def _prompt_table(path: str | os.PathLike) -> dict[str, str]:
     """{id or file name: prompt} from a JSON object or JSONL lines with id/path + prompt."""
     path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such prompts file: {path}")
     if path.suffix.lower() == ".json":
         try:
             table = json.loads(path.read_text(encoding="utf-8"))

@@ -29,7 +29,10 @@ from qsave.prompts import AnswerFormat
 from qsave.video.decode import DecodeLimits
 from qsave.video.inputs import VideoConfig
 
-TINY = "tiny"  # the model name that selects the embedded tiny Qwen3-VL
+TINY = "tiny"  # the model name of the embedded tiny Qwen3-VL, random weights (seed 0), always
+TINY_DEMO = "tiny-demo"  # the model name of the tiny Qwen3-VL trained by the demo recipe, shipped
+TINY_DEMO_ID = "qsave/tiny-demo"  # what rows say when the shipped tiny-demo model scored
+PROVENANCE_FILE = "provenance.json"  # how a demo model was made and what it scored (held-out)
 SPEC_FILE = "qsave_scorer.json"  # saved beside every checkpoint qsave trains
 BACKENDS = ("transformers", "vllm")
 DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # names --dtype accepts
@@ -71,7 +74,7 @@ class InputLimits:
 class ScorerSpec:
     """How to load a model and score with it; the CLI's model flags mirror the fields."""
 
-    model: str = TINY  # hub id, local directory, or "tiny" (the embedded tiny Qwen3-VL)
+    model: str = TINY  # hub id, local directory, "tiny" (random) or "tiny-demo" (trained)
     backend: str = "transformers"  # "transformers" or "vllm" (score-only, where installed)
     revision: str | None = None  # hub revision (branch, tag or commit); None: the default
     adapter: str | None = None  # a LoRA adapter (directory or hub id) applied to `model`
@@ -150,17 +153,26 @@ def parse_dimensions(dimensions: Any) -> tuple[Dimension, ...]:
 
 
 def tiny_demo_dir() -> Path:
-    """Where ``qsave demo --train`` saves its checkpoint: ``$QSAVE_CACHE`` (default
-    ``~/.cache/qsave``) / ``tiny-demo``."""
+    """Where ``qsave demo --train`` saves the model it retrains: ``$QSAVE_CACHE`` (default
+    ``~/.cache/qsave``) / ``tiny-demo``. Only ``--model <that folder>`` selects it; the names
+    ``tiny`` and ``tiny-demo`` never do."""
     return Path(os.environ.get("QSAVE_CACHE", Path.home() / ".cache" / "qsave")) / "tiny-demo"
 
 
+def shipped_tiny_demo_dir() -> Path:
+    """The folder of the shipped ``tiny-demo`` model (package data, written by
+    ``scripts/ship_tiny_demo.py``)."""
+    return Path(__file__).resolve().parent / "assets" / "tiny-demo"
+
+
 def checkpoint_dir(model: str) -> Path | None:
-    """The local checkpoint folder ``model`` names: a directory, or for ``"tiny"`` the demo's
-    cached trained checkpoint when there is one; None for a hub id or the random tiny model."""
+    """The local checkpoint folder ``model`` names: a directory, or for ``"tiny-demo"`` the
+    shipped trained tiny model; None for a hub id and for ``"tiny"`` (random weights, always —
+    a model retrained by ``qsave demo --train`` is selected by its folder, never by a name)."""
     if model == TINY:
-        cached = tiny_demo_dir()
-        return cached if (cached / "config.json").is_file() else None
+        return None
+    if model == TINY_DEMO:
+        return shipped_tiny_demo_dir()
     return Path(model).resolve() if Path(model).is_dir() else None
 
 

@@ -78,7 +78,7 @@ def test_cli_reports_bad_input_and_exits_non_zero(tmp_path, capsys) -> None:
     assert ok == 1  # the 6 is now in range, but r0 rated v0/visual twice
     assert _run("records", "--videos", tmp_path / "videos.csv", "--out", tmp_path / "r.jsonl",
                 "--rationale-policy", "nothing") == 1  # a ConfigError, printed
-    assert "unknown rationale policy 'nothing'" in capsys.readouterr().out
+    assert "unknown rationale policy 'nothing'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -408,7 +408,9 @@ def test_deterministic_from_the_seed(corpus, tmp_path):
         assert getattr(again, name).read_bytes() == getattr(corpus, name).read_bytes(), name
     first = read_manifest(corpus)[0]["path"]
     folders = (corpus.manifest_path.parent, again.manifest_path.parent)
-    assert np.array_equal(decode(folders[0] / first), decode(folders[1] / first))
+    frames = [decode(folder / first).astype(int) for folder in folders]
+    # the frames rendered are identical; libx264 may encode them differently (module docstring)
+    assert np.abs(frames[0] - frames[1]).mean() < 1.0  # another clip differs by ~30 levels
     other = write_corpus(tmp_path / "other", SynthConfig(n=4, seed=4))
     assert other.manifest_path.read_text() != again.manifest_path.read_text()
 

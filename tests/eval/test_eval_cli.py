@@ -116,14 +116,14 @@ def test_eval_unknown_benchmark_lists_the_valid_ones(tmp_path, capsys):
         ]
     )
     assert code == 1
-    assert "genai-bench" in capsys.readouterr().out
+    assert "genai-bench" in capsys.readouterr().err
 
 
 def test_eval_unmatched_ids_fail_clearly(tmp_path, capsys):
     pred = _predictions(tmp_path / "out.jsonl", ["c000", "c001", "c002", "c003", "zzz"])
     code = main(["eval", "--pred", str(pred), "--truth", str(FIXTURES / "qsave_manifest.jsonl")])
     assert code == 1
-    assert "1 prediction ids match no" in capsys.readouterr().out
+    assert "1 prediction ids match no" in capsys.readouterr().err
 
 
 def test_eval_adapter_options(tmp_path, capsys):
@@ -155,4 +155,4 @@ def test_eval_adapter_options(tmp_path, capsys):
     assert report["preference"]["overall"]["pairs"] == 5
     assert any("|ΔMOS| ≤ 0.5" in note for note in report["notes"])
     assert main([*args, "--option", "colour=blue"]) == 1
-    assert "takes no option colour" in capsys.readouterr().out
+    assert "takes no option colour" in capsys.readouterr().err

@@ -1,18 +1,23 @@
 """The harness end to end: joins, missing items, both levels, protocols, JSON and HTML."""
 
 import base64
+import io
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 from scipy import stats
 
+import qsave
 from helpers import score_row
+from qsave.dimensions import RATINGS
 from qsave.errors import AnnotationError, ConfigError
 from qsave.eval.benchmarks import load_predictions, load_truth
-from qsave.eval.report import EvalConfig, evaluate, render_html, report_to_json
+from qsave.eval.report import EvalConfig, evaluate, print_report, render_html, report_to_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FAST = EvalConfig(n_resamples=100)
@@ -252,3 +257,170 @@ def test_rankings_share_ranks_on_equal_means(tmp_path):
         ("b", 2, 1),
         ("c", 3, 3),
     ]
+
+
+# --- provenance, confusion matrices, summary table, terminal widths ------------------------------
+MODEL = {"id": "org/scorer-7b", "revision": "abc123", "dtype": "bfloat16", "device": "cuda",
+         "adapter": None}
+# visual: human MOS, predicted r̂ and the rows' rating words. R(MOS): Bad, Poor, Fair, Good,
+# Excellent, Excellent; R(1 + 4r̂) = R(1.0, 2.2, 3.0, 4.6, 4.8, 3.4): Bad, Poor, Fair,
+# Excellent, Excellent, Fair (3.4 is a boundary: the lower rating).
+RATED = {
+    "v0": (1.0, 0.0, "Bad"),
+    "v1": (2.0, 0.3, "Fair"),
+    "v2": (3.0, 0.5, "Fair"),
+    "v3": (4.0, 0.9, "Good"),
+    "v4": (5.0, 0.95, "Excellent"),
+    "v5": (4.5, 0.6, "Good"),
+}
+
+
+@pytest.fixture(scope="module")
+def rated(tmp_path_factory):
+    """Six videos of three generators, rows with a model field and chosen rating words."""
+    folder = tmp_path_factory.mktemp("rated")
+    manifest, lines = [], []
+    for k, (video_id, (mos, r_hat, word)) in enumerate(RATED.items()):
+        manifest.append({"id": video_id, "generator": f"g{k // 2}", "mos": {"visual": mos}})
+        row = score_row(video_id, {"visual": r_hat}, model=MODEL)
+        row["scores"]["visual"]["rating"] = word
+        lines.append(row)
+    (folder / "m.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest))
+    (folder / "p.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = evaluate(
+        load_predictions(folder / "p.jsonl"),
+        load_truth(folder / "m.jsonl"),
+        FAST,
+        pred_path=folder / "p.jsonl",
+        truth_path=folder / "m.jsonl",
+    )
+    return folder, report
+
+
+def _terminal(report, width=80, terminal=False):
+    """What print_report writes to a console of ``width`` columns (a terminal or a pipe)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=terminal, color_system=None)
+    print_report(report, console)
+    return buffer.getvalue()
+
+
+def test_every_report_opens_with_provenance(rated):
+    folder, report = rated
+    prov = report.provenance
+    assert prov["predictions"] == str(folder / "p.jsonl")
+    assert prov["truth"] == str(folder / "m.jsonl")
+    assert prov["models"] == ["org/scorer-7b"]
+    assert (prov["benchmark"], prov["qsave_version"]) == ("qsave", qsave.__version__)
+    assert datetime.fromisoformat(prov["date"]).tzinfo is not None
+    payload = json.loads(report_to_json(report))
+    assert next(iter(payload)) == "provenance" and payload["provenance"] == prov
+    text = _terminal(report)
+    assert text.splitlines()[0] == f"predictions  {folder / 'p.jsonl'}"  # whole, even > 80
+    for value in (str(folder / "m.jsonl"), "org/scorer-7b", qsave.__version__, prov["date"]):
+        assert value in text and text.index(value) < text.index("correlation with MOS")
+    html = render_html(report)
+    for value in (str(folder / "p.jsonl"), str(folder / "m.jsonl"), "org/scorer-7b",
+                  qsave.__version__, prov["date"]):
+        assert html.index(value) < html.index("<h2>Summary</h2>")
+
+
+def test_provenance_without_the_file_paths(rated):
+    folder, _ = rated
+    report = evaluate(load_predictions(folder / "p.jsonl"), load_truth(folder / "m.jsonl"),
+                      EvalConfig(n_resamples=0))
+    assert report.provenance["predictions"] is None and report.provenance["truth"] is None
+    assert report.provenance["models"] == ["org/scorer-7b"]  # from Predictions.models
+    assert "(not given)" in _terminal(report)
+    assert report.confusion["visual"]["predicted"] == "R(MOS)"  # no rows: no rating words
+
+
+def test_confusion_of_rating_words_and_of_predicted_mos(rated):
+    folder, report = rated
+    index = {word: k for k, word in enumerate(RATINGS)}
+
+    def expected(pairs):
+        matrix = [[0] * 5 for _ in RATINGS]
+        for true, predicted in pairs:
+            matrix[index[true]][index[predicted]] += 1
+        return matrix
+
+    truth = ["Bad", "Poor", "Fair", "Good", "Excellent", "Excellent"]
+    words = report.confusion["visual"]
+    assert words["predicted"] == "rating" and words["true"] == "R(MOS)"
+    assert words["matrix"] == expected(zip(truth, [w for _, _, w in RATED.values()], strict=True))
+    assert (words["n"], words["agreement"], words["within_one"]) == (6, 4 / 6, 1.0)
+    derived = evaluate(load_predictions(folder / "p.jsonl"), load_truth(folder / "m.jsonl"),
+                       EvalConfig(n_resamples=0)).confusion["visual"]
+    by_mos = ["Bad", "Poor", "Fair", "Excellent", "Excellent", "Fair"]
+    assert derived["matrix"] == expected(zip(truth, by_mos, strict=True))
+    assert (derived["agreement"], derived["within_one"]) == (4 / 6, 5 / 6)
+    assert json.loads(report_to_json(report))["confusion"]["visual"]["matrix"] == words["matrix"]
+    html = render_html(report)
+    assert html.count('aria-label="confusion') == 1
+    assert "predicted = each row's rating word" in html and "true = R(human MOS)" in html
+    assert html.count('class="diag"') == 5
+
+
+def test_html_opens_with_one_summary_table(corpus, tmp_path):
+    report = corpus[3]
+    html = render_html(report)
+    summary = html[html.index("<h2>Summary</h2>") : html.index("<h2>visual</h2>")]
+    assert summary.count("<table") == 1 and "<img" not in summary
+    for dimension, entry in report.correlation.items():
+        inst, model = entry["instance"], entry["model"]
+        row = summary[summary.index(f'<td class="dim">{dimension}</td>') :]
+        row = row[: row.index("</tr>")]
+        for value in (inst["srcc"], inst["plcc"], inst["krcc"], inst["rmse"], model["srcc"],
+                      model["plcc"]):
+            assert f"{value:.3f}" in row
+        assert f"[{inst['srcc_ci'][0]:.2f}, {inst['srcc_ci'][1]:.2f}]" in row
+    sections = [html.index(f"<h2>{d}</h2>") for d in ("visual", "dynamic", "alignment", "overall")]
+    assert sections == sorted(sections)  # the summary's order, not alphabetical
+    assert html.count('class="grid"') == 4 and html.count('aria-label="confusion') == 4
+    path, truth = _videogen_predictions(tmp_path)
+    preference = render_html(evaluate(load_predictions(path), truth, FAST))
+    summary = preference[preference.index("<h2>Summary</h2>") :]
+    assert "w/ ties" in summary and "w/o ties" in summary
+    assert summary.index("0.600") < summary.index("preference details")  # visual w/ ties 3/5
+
+
+def _check_whole(text, report):
+    """Every metric of ``report`` appears in ``text`` in full, and nothing is cut."""
+    assert "…" not in text
+    for entry in report.correlation.values():
+        inst = entry["instance"]
+        for value in (inst["srcc"], inst["plcc"], inst["krcc"], inst["rmse"]):
+            assert f"{value:.3f}" in text
+        assert f"[{inst['plcc_ci'][0]:.2f}, {inst['plcc_ci'][1]:.2f}]" in text
+        assert f"{entry['model']['srcc']:.3f}" in text
+    for entry in report.preference.values():
+        assert f"{entry['accuracy_with_ties']:.3f}" in text
+    for dimension in (*report.correlation, *report.preference):
+        assert dimension in text
+
+
+@pytest.mark.parametrize("terminal,width", [(False, 80), (True, 80), (True, 50), (False, 40)])
+def test_terminal_tables_never_cut_a_cell(corpus, terminal, width):
+    report = corpus[3]
+    text = _terminal(report, width, terminal)
+    _check_whole(text, report)
+    rich = terminal and width >= 80  # a terminal too narrow for the tables gets markdown
+    assert ("| dimension" in text) != rich
+    if rich:
+        assert all(len(line) <= width for line in text.splitlines() if "─" in line)
+
+
+def test_terminal_integer_scale_and_preference_at_80_columns(tmp_path):
+    truth = load_truth(FIXTURES / "videoscore_bench_v2.json", "videoscore-bench-v2")
+    visual = {"vf2_00017": 0.75, "vf2_00018": 0.5, "vf2_00019": 0.35, "vf2_00020": 1.0}
+    path = _write_predictions(tmp_path / "p.jsonl", {k: (v, 0.1, 0.9) for k, v in visual.items()})
+    report = evaluate(load_predictions(path), truth, FAST)
+    for terminal in (False, True):
+        text = _terminal(report, 80, terminal)
+        assert "…" not in text and "accuracy ±1" in text
+        assert f"{report.correlation['alignment']['relaxed_accuracy']:.3f}" in text
+    path, truth = _videogen_predictions(tmp_path, "vg.jsonl")
+    report = evaluate(load_predictions(path), truth, FAST)
+    for terminal in (False, True):
+        _check_whole(_terminal(report, 80, terminal), report)

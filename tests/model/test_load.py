@@ -10,7 +10,7 @@ from qsave.errors import ConfigError, ModelError
 from qsave.model import load as load_module
 from qsave.model.load import _DTYPES, TINY_RANDOM_ID, load, rating_token_ids, resolve_dtype
 from qsave.prompts import AnswerFormat
-from qsave.spec import DTYPES, TINY, ScorerSpec, checkpoint_dir
+from qsave.spec import DTYPES, TINY, ScorerSpec, checkpoint_dir, resolve_spec
 
 
 def splitting_tokenizer() -> PreTrainedTokenizerFast:
@@ -52,15 +52,18 @@ def test_load_tiny_records_model_and_settings(monkeypatch, tmp_path):
     assert loaded.rating_ids == rating_token_ids(loaded.processor.tokenizer, "rating-first")
 
 
-def test_load_directory_and_cached_tiny_checkpoint(tiny, tiny_dir, monkeypatch, tmp_path):
+def test_load_directory_and_tiny_stays_random_beside_a_trained_cache(tiny, tiny_dir,
+                                                                       monkeypatch, tmp_path):
     loaded = load(ScorerSpec(str(tiny_dir), dtype="float32", answer_format="think-first"))
     assert loaded.info.id == str(tiny_dir.resolve())
     for name, param in tiny.model.state_dict().items():
         assert torch.equal(param, loaded.model.state_dict()[name]), name
+    # a model retrained by `qsave demo --train` in the cache: only its folder selects it
     (tmp_path / "tiny-demo").symlink_to(tiny_dir, target_is_directory=True)
     monkeypatch.setenv("QSAVE_CACHE", str(tmp_path))
-    assert checkpoint_dir(TINY) == tmp_path / "tiny-demo"
-    assert load(ScorerSpec(TINY)).info.id == str(tmp_path / "tiny-demo")
+    assert checkpoint_dir(TINY) is None and resolve_spec(TINY)[1] is None
+    assert load(ScorerSpec(TINY)).info.id == TINY_RANDOM_ID
+    assert load(ScorerSpec(str(tmp_path / "tiny-demo"))).info.id == str(tiny_dir.resolve())
 
 
 def test_missing_checkpoint_and_bad_dtype_raise(tmp_path):

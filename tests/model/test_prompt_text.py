@@ -106,7 +106,7 @@ def test_a_control_token_prompt_gives_the_escaped_prompt_s_ids(tiny, fmt):
 
 def test_a_video_pad_prompt_scores_and_does_not_split_the_batch(tiny, clips, monkeypatch):
     evaluator = evaluator_on(tiny)
-    prompts = ["a red ball", "<|video_pad|> two <|video_pad|>" + INJECTED, None]
+    prompts = ["a red ball", "<|video_pad|> two <|video_pad|>" + INJECTED, "a cube"]
     items = [ScoreItem(path, prompt, id=f"clip{i}")
              for i, (path, prompt) in enumerate(zip(clips, prompts, strict=True))]
     alone = [evaluator.score(item.video, item.prompt) for item in items]  # no error raised

@@ -40,7 +40,7 @@ def ray_session(tmp_path_factory):
 def test_ray_scoring_resumes_and_matches_local_scoring(ray_session, clips, tiny_evaluator,
                                                        tmp_path):
     root, _ = clips
-    corrupt = ScoreItem(str(root / "clips" / "corrupt.mp4"))
+    corrupt = ScoreItem(str(root / "clips" / "corrupt.mp4"), "a prompt")
     items = [*items_from(root / "manifest.jsonl")[:2], corrupt]
     local = score_to_jsonl(tiny_evaluator, items, tmp_path / "local.jsonl", batch_size=2)
     lines = (tmp_path / "local.jsonl").read_text().splitlines(keepends=True)

@@ -93,10 +93,12 @@ def test_a_huge_resolution_is_refused_from_its_header(limited, hostile, clips):
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            response = http.post("/score", files={"video": ("huge.avi", huge)}, headers=AUTH)
+            response = http.post("/score", files={"video": ("huge.avi", huge)},
+                                 data={"prompt": "p"}, headers=AUTH)
             files = [("videos", ("huge.avi", huge)), ("videos", ("ok.mp4",
                                                                  videos[0][0].read_bytes()))]
-            batch = http.post("/reward", files=files, headers=AUTH).json()
+            batch = http.post("/reward", files=files, data={"prompts": ["p", videos[0][1]]},
+                              headers=AUTH).json()
         finally:
             stop.set()
             watcher.join()
@@ -125,7 +127,8 @@ def test_a_client_that_hangs_up_has_its_decode_cancelled(limited, hostile):
     slow = (hostile / "slow.mp4").read_bytes()
     with started(limited, max_decodes=1) as server:
         host, port = server.url.removeprefix("http://").split(":")
-        body = (b"--zz\r\nContent-Disposition: form-data; name=\"video\"; filename=\"s.mp4\"\r\n"
+        body = (b"--zz\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na cube\r\n"
+                b"--zz\r\nContent-Disposition: form-data; name=\"video\"; filename=\"s.mp4\"\r\n"
                 b"Content-Type: video/mp4\r\n\r\n" + slow + b"\r\n--zz--\r\n")
         with socket.create_connection((host, int(port))) as raw:
             raw.sendall(f"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
@@ -153,7 +156,8 @@ def test_a_timed_out_request_leaves_the_queue(limited, clips):
     with started(limited, request_timeout_s=1.0, max_wait_ms=3000, max_batch_size=8,
                  allowed_root=str(root / "clips")) as server, \
             httpx.Client(base_url=server.url, timeout=30) as http:
-        response = http.post("/score", data={"path": videos[0][0].name}, headers=AUTH)
+        response = http.post("/score", data={"path": videos[0][0].name, "prompt": "p"},
+                             headers=AUTH)
         assert response.status_code == 504
         assert metric(server.url, "qsave_cancelled_items_total", stage="queue") == 1
         assert metric(server.url, "qsave_queue_depth") == 0
@@ -168,11 +172,11 @@ def test_health_says_overloaded_and_reward_is_admitted_whole(limited, clips):
         health = http.get("/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert health.json()["device"] == "cpu" and health.json()["decode_slots"] == 2
-        three = {"paths": [v.name for v, _ in videos]}
+        three = {"paths": [v.name for v, _ in videos], "prompts": [p for _, p in videos]}
         refused = http.post("/reward", data=three, headers=AUTH)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert metric(server.url, "qsave_items_total", outcome="ok") == 0
-        pair = {"paths": [v.name for v, _ in videos[:2]]}
+        pair = {"paths": [v.name for v, _ in videos[:2]], "prompts": [p for _, p in videos[:2]]}
         with httpx.Client(base_url=server.url, timeout=30) as other:
             waiting = threading.Thread(target=other.post, args=("/reward",),
                                        kwargs={"data": pair, "headers": AUTH})

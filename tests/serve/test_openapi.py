@@ -240,7 +240,9 @@ def test_a_generated_client_scores_an_uploaded_clip(server, client_package, clip
         for dimension in ("visual", "alignment"):
             score = result.scores[dimension]
             assert 0 <= score.score <= 1 and score.mos == pytest.approx(1 + 4 * score.score)
-            assert len(score.probs) == 5 and sum(score.probs) == pytest.approx(1, abs=1e-4)
+            probs = score.probs.to_dict()
+            assert list(probs) == ["Bad", "Poor", "Fair", "Good", "Excellent"]
+            assert sum(probs.values()) == pytest.approx(1, abs=1e-4)
         assert result.batch.size >= 1
 
         clip.seek(0)

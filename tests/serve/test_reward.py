@@ -126,3 +126,13 @@ def test_reward_on_the_tiny_model_with_paths_bytes_and_a_corrupt_video(tiny_eval
         pytest.approx([model.last[0].scores["visual"]], abs=1e-4)
     with pytest.raises(ConfigError, match="2 videos but 1 prompts"):
         model([path, path], [prompt])
+
+
+def test_reward_of_an_unscorable_video_is_nan_with_a_warning(tiny_evaluator, tmp_path):
+    import math
+
+    from qsave.serve.reward import UnscoredVideoWarning, reward
+
+    with pytest.warns(UnscoredVideoWarning, match="could not be scored"):
+        rewards = reward([tmp_path / "missing.mp4"], ["a cube"], model=tiny_evaluator)
+    assert math.isnan(rewards[0])

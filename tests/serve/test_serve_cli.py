@@ -18,7 +18,7 @@ from qsave.cli import main
 def test_serve_refuses_a_public_address_without_a_token(capsys, monkeypatch):
     monkeypatch.delenv("QSAVE_SERVE_TOKEN", raising=False)
     assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 1
-    assert "without a token" in capsys.readouterr().out
+    assert "without a token" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
@@ -26,7 +26,7 @@ def test_score_with_the_vllm_backend_needs_vllm(capsys, clips, tmp_path):
     _, videos = clips
     code = main(["score", str(videos[0][0]), "-o", str(tmp_path / "out.jsonl"),
                  "--backend", "vllm"])
-    assert code == 1 and "needs vLLM installed" in capsys.readouterr().out
+    assert code == 1 and "needs vLLM installed" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -34,7 +34,7 @@ def test_score_rejects_an_unknown_backend(capsys, clips, tmp_path):
     _, videos = clips
     code = main(["score", str(videos[0][0]), "-o", str(tmp_path / "out.jsonl"),
                  "--backend", "onnx"])
-    assert code == 1 and "unknown backend" in capsys.readouterr().out
+    assert code == 1 and "unknown backend" in capsys.readouterr().err
 
 
 def test_the_token_never_comes_from_the_command_line(capsys, tmp_path, monkeypatch):
@@ -43,15 +43,15 @@ def test_the_token_never_comes_from_the_command_line(capsys, tmp_path, monkeypat
     empty = tmp_path / "token"
     empty.write_text("\n")
     assert main(["serve", "--token-file", str(empty), "--host", "0.0.0.0"]) == 1
-    assert "holds no token" in " ".join(capsys.readouterr().out.split())
+    assert "holds no token" in " ".join(capsys.readouterr().err.split())
     assert main(["serve", "--token-file", str(tmp_path / "missing")]) == 1
-    assert "cannot read --token-file" in " ".join(capsys.readouterr().out.split())
+    assert "cannot read --token-file" in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.mark.parametrize("flag", ["--max-video-mb", "--request-timeout-s", "--max-wait-ms"])
 def test_nan_settings_are_refused_at_start(capsys, flag):
     assert main(["serve", flag, "nan", "--port", "0"]) == 1
-    assert "must be a finite number" in " ".join(capsys.readouterr().out.split())
+    assert "must be a finite number" in " ".join(capsys.readouterr().err.split())
 
 
 def test_sigterm_after_a_timed_out_request_drains_and_exits_0(clips, tmp_path):
@@ -81,11 +81,13 @@ def test_sigterm_after_a_timed_out_request_drains_and_exits_0(clips, tmp_path):
             assert child.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         auth = {"Authorization": "Bearer drain-token"}
-        timed_out = httpx.post(f"{url}/score", data={"path": videos[0][0].name}, headers=auth,
+        timed_out = httpx.post(f"{url}/score", data={"path": videos[0][0].name, "prompt": "p"},
+                               headers=auth,
                                timeout=30)
         assert timed_out.status_code == 504
         with ThreadPoolExecutor(1) as pool:
-            late = pool.submit(httpx.post, f"{url}/reward", data={"paths": [videos[1][0].name]},
+            late = pool.submit(httpx.post, f"{url}/reward", data={"paths": [videos[1][0].name],
+                                                                "prompts": ["p"]},
                                headers=auth, timeout=30)
             time.sleep(0.5)
             child.send_signal(signal.SIGTERM)

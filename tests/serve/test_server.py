@@ -83,8 +83,8 @@ def test_score_by_path_inside_the_root(client, clips):
                            headers=AUTH)
     assert response.status_code == 200, response.text
     assert response.json()["error"] is None and response.json()["id"] == videos[1][0].stem
-    missing = client.post("/score", data={"path": "missing.mp4"}, headers=AUTH)
-    assert missing.status_code == 200 and missing.json()["error"]["type"] == "VideoError"
+    missing = client.post("/score", data={"path": "missing.mp4", "prompt": "p"}, headers=AUTH)
+    assert missing.status_code == 200 and missing.json()["error"]["type"] == "VideoNotFoundError"
     assert str(clips[0]) not in missing.json()["error"]["message"]
 
 
@@ -134,7 +134,7 @@ def test_oversized_uploads_and_bodies_are_refused(client, clips):
 def test_corrupt_video_is_a_per_item_error(client, clips):
     root, videos = clips
     corrupt = root / "clips" / "corrupt.mp4"
-    response = client.post("/score", files=upload(corrupt), headers=AUTH)
+    response = client.post("/score", files=upload(corrupt), data={"prompt": "p"}, headers=AUTH)
     assert response.status_code == 200
     assert response.json()["error"]["type"] == "VideoError" and response.json()["scores"] == {}
     files = [("videos", (p.name, p.read_bytes())) for p in (videos[0][0], corrupt, videos[2][0])]
@@ -195,7 +195,8 @@ def test_slow_scoring_times_out(tiny_evaluator, clips):
     _, videos = clips
     config = ServeConfig(request_timeout_s=0.01)
     with RunningServer(create_app(config, tiny_evaluator)) as running:
-        response = httpx.post(f"{running.url}/score", files=upload(videos[0][0]), timeout=60)
+        response = httpx.post(f"{running.url}/score", files=upload(videos[0][0]),
+                              data={"prompt": videos[0][1]}, timeout=60)
     assert response.status_code in (408, 504), response.text
 
 

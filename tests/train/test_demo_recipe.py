@@ -49,14 +49,14 @@ def test_probe_features_reach_the_vision_tower(tiny, corpus_records):
 
 
 def test_report_is_cached_per_config(tmp_path):
-    config = DemoConfig(minutes=1.0)
+    config = DemoConfig(step_scale=0.1)
     report = DemoReport([StageScore("1 SFT", "visual", 0.5, 0.4)], n_test=3)
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "config.json").write_text("{}")
     (tmp_path / REPORT).write_text(json.dumps({**report.to_dict(), "config": config.__dict__}))
     cached = _cached(tmp_path, config)
     assert cached is not None and cached.scores == report.scores
-    assert _cached(tmp_path, DemoConfig(minutes=2.0)) is None
+    assert _cached(tmp_path, DemoConfig(step_scale=0.2)) is None
 
 
 def test_the_demo_trains_and_scores_on_slowfast_frames():

@@ -7,11 +7,18 @@ skipping it silently, and computes
 * per MOS dimension: instance-level SRCC/PLCC/KRCC/RMSE with bootstrap intervals, model-level
   SRCC/PLCC on per-generator means, accuracy and relaxed accuracy on integer-scale benchmarks,
   and per-generator rankings with intervals;
-* per preference dimension: accuracy with and without ties, always with its ε and protocol.
+* per preference dimension: accuracy with and without ties, always with its ε and protocol;
+* per MOS dimension, a confusion matrix of predicted against true rating: the true rating is
+  R(human MOS) (Sec. 3.4.2), the predicted one the row's ``rating`` word when the prediction
+  rows were given (``pred_path``), else R(predicted MOS).
+
+Every report opens with its provenance: the prediction file and the model ids of its rows, the
+truth file, the benchmark, the qsave version and the date.
 
 Predictions are compared on the MOS scale ``1 + 4·r̂``; preference differences Δ use r̂ (0..1),
 the scale of the App. A tie threshold. "Overall" predictions are the mean of the available
-dimension scores (App. D.2). Renderers: :func:`print_report` (rich), :func:`report_to_json`,
+dimension scores (App. D.2). Renderers: :func:`print_report` (rich tables on a terminal wide
+enough for them, else plain markdown tables: a cell is never cut), :func:`report_to_json`,
 :func:`write_html` (jinja2 + matplotlib, plots embedded as PNG).
 """
 
@@ -22,18 +29,28 @@ import functools
 import io
 import json
 import math
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qsave.dimensions import DIMENSIONS, score_to_mos
+from qsave import __version__
+from qsave.dimensions import DIMENSIONS, MOS_MAX, MOS_MIN, RATINGS, mos_to_rating, score_to_mos
 from qsave.errors import AnnotationError, ConfigError, QsaveError
 from qsave.eval import metrics
-from qsave.eval.benchmarks import OVERALL, Predictions, Truth, match_predictions
+from qsave.eval.benchmarks import (
+    DIMENSION_NAMES,
+    OVERALL,
+    Predictions,
+    Truth,
+    match_predictions,
+)
 from qsave.eval.preference import DEFAULT_EPSILON, calibrate_epsilon, evaluate_pairs
+from qsave.scores import read_results
 
 FITS = ("none", "logistic4", "logistic5")
 MIN_GENERATORS = 3  # model level needs ≥ 3 generators: two points always correlate at ±1
@@ -65,7 +82,14 @@ class EvalConfig:
 
 @dataclass
 class EvalReport:
-    """Everything one evaluation found; ``points`` (for plots) is left out of the JSON."""
+    """Everything one evaluation found; ``points`` (for plots) is left out of the JSON.
+
+    ``provenance``: predictions (path), models (the distinct model ids of the prediction rows),
+    truth (path), calibration (path, when used), benchmark, qsave_version, date (UTC, ISO 8601).
+    ``confusion``: per MOS dimension, ``matrix[true][predicted]`` counts over :data:`RATINGS`
+    (ascending), ``predicted`` (``"rating"``: the rows' rating word; ``"R(MOS)"``: derived from
+    the predicted MOS), ``agreement`` and ``within_one`` (fractions of videos).
+    """
 
     benchmark: str
     protocol: str  # ε protocol: fixed | calibrated | oracle
@@ -79,6 +103,8 @@ class EvalReport:
     preference: dict[str, dict[str, Any]] = field(default_factory=dict)
     rankings: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     points: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    confusion: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def n_missing(self) -> int:
@@ -90,9 +116,21 @@ class EvalReport:
 class _Lookup:
     """Per-video predicted r̂ of a dimension, or the reason there is none."""
 
-    def __init__(self, truth: Truth, predictions: Predictions) -> None:
+    def __init__(
+        self,
+        truth: Truth,
+        predictions: Predictions,
+        ratings: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.matched = match_predictions(truth, predictions)
         self.predictions = predictions
+        self.ratings = ratings  # prediction id → dimension → rating word (None: rows not read)
+
+    def rating(self, video_id: str, dimension: str) -> str | None:
+        """The rating word of the row matched to ``video_id``, if the rows were read."""
+        if self.ratings is None:
+            return None
+        return self.ratings.get(self.matched.get(video_id, ""), {}).get(dimension)
 
     def score(self, video_id: str, dimension: str) -> tuple[float, str | None]:
         """``(r̂, None)`` or ``(nan, reason)``; overall is the mean of available dimensions."""
@@ -235,7 +273,7 @@ def _mos_dimension(
     missing: dict[str, list[str]],
 ) -> None:
     """Fill the correlation, rankings and points of one MOS dimension."""
-    pred, target, gens, reasons = [], [], [], Counter()
+    pred, target, gens, words, reasons = [], [], [], [], Counter()
     for video_id, mos in sorted(truth.mos[dimension].items()):
         value, reason = lookup.score(video_id, dimension)
         if reason:
@@ -245,6 +283,7 @@ def _mos_dimension(
         pred.append(score_to_mos(value))
         target.append(mos)
         gens.append(truth.videos[video_id].generator)
+        words.append(lookup.rating(video_id, dimension))
     p, t = np.array(pred, dtype=float), np.array(target, dtype=float)
     report.correlation[dimension] = {
         "videos": len(truth.mos[dimension]),
@@ -255,6 +294,42 @@ def _mos_dimension(
     }
     report.rankings[dimension] = _rankings(p, t, gens, config)
     report.points[dimension] = (pred, target)
+    report.confusion[dimension] = _confusion(pred, target, words)
+
+
+def _rating(mos: float) -> str:
+    """R(s) of a MOS, clipped onto the 1–5 scale first."""
+    return mos_to_rating(min(max(mos, MOS_MIN), MOS_MAX))
+
+
+def _confusion(pred: list[float], target: list[float], words: list[str | None]) -> dict[str, Any]:
+    """Counts of (true rating R(MOS), predicted rating) over :data:`RATINGS`.
+
+    The predicted rating is the row's rating word when every row has one for this dimension
+    (``predicted = "rating"``), else R(predicted MOS) for all (``"R(MOS)"``): one source per
+    matrix, so that it says what it shows.
+
+    >>> c = _confusion([1.2, 4.6, 3.0], [1.0, 5.0, 4.0], [None, None, None])
+    >>> c["matrix"][3][2], c["predicted"], c["agreement"], c["within_one"]
+    (1, 'R(MOS)', 0.6666666666666666, 1.0)
+    """
+    from_rows = bool(words) and all(w in RATINGS for w in words)
+    predicted = words if from_rows else [_rating(m) for m in pred]
+    true = [_rating(m) for m in target]
+    matrix = [[0] * len(RATINGS) for _ in RATINGS]
+    for t, p in zip(true, predicted, strict=True):
+        matrix[RATINGS.index(t)][RATINGS.index(p)] += 1
+    steps = [abs(RATINGS.index(t) - RATINGS.index(p)) for t, p in zip(true, predicted, strict=True)]
+    n = len(steps)
+    return {
+        "labels": list(RATINGS),
+        "matrix": matrix,
+        "n": n,
+        "predicted": "rating" if from_rows else "R(MOS)",
+        "true": "R(MOS)",
+        "agreement": sum(s == 0 for s in steps) / n if n else math.nan,
+        "within_one": sum(s <= 1 for s in steps) / n if n else math.nan,
+    }
 
 
 # --- preference dimensions ----------------------------------------------------------------------
@@ -327,14 +402,74 @@ def _unmatched(predictions: Predictions, lookups: list[_Lookup], truths: list[Tr
     ]
 
 
+def _model_ids(predictions: Predictions) -> list[str]:
+    """The distinct model ids of :attr:`Predictions.models` (JSON of ``[model, settings]``)."""
+    ids = []
+    for entry in sorted(predictions.models):
+        try:
+            model = json.loads(entry)[0]
+        except (ValueError, IndexError, TypeError):
+            continue
+        if isinstance(model, dict) and model.get("id") and model["id"] not in ids:
+            ids.append(str(model["id"]))
+    return ids
+
+
+def _read_rows(path: str | os.PathLike) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The distinct model ids of a prediction file's rows (in order of appearance) and each
+    id's rating words, from its last row (as :func:`~qsave.eval.benchmarks.load_predictions`)."""
+    models: list[str] = []
+    ratings: dict[str, dict[str, str]] = {}
+    for _, row in read_results(path).rows:
+        model_id = (row.model or {}).get("id")
+        if model_id and str(model_id) not in models:
+            models.append(str(model_id))
+        ratings[row.id] = {d.value: s.rating for d, s in row.scores.items()} if row.ok else {}
+    return models, ratings
+
+
+def provenance(
+    benchmark: str,
+    pred_path: str | os.PathLike | None = None,
+    truth_path: str | os.PathLike | None = None,
+    calibration_path: str | os.PathLike | None = None,
+    models: list[str] | None = None,
+) -> dict[str, Any]:
+    """Where a report comes from: files (absolute paths), model ids, benchmark, version, date."""
+    where = {"predictions": pred_path, "truth": truth_path, "calibration": calibration_path}
+    out: dict[str, Any] = {
+        "predictions": os.path.abspath(pred_path) if pred_path else None,
+        "models": list(models or []),
+        "truth": os.path.abspath(truth_path) if truth_path else None,
+    }
+    if where["calibration"]:
+        out["calibration"] = os.path.abspath(where["calibration"])
+    out.update(
+        benchmark=benchmark,
+        qsave_version=__version__,
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    return out
+
+
 def evaluate(
     predictions: Predictions,
     truth: Truth,
     config: EvalConfig | None = None,
     calibration: Truth | None = None,
+    *,
+    pred_path: str | os.PathLike | None = None,
+    truth_path: str | os.PathLike | None = None,
+    calibration_path: str | os.PathLike | None = None,
 ) -> EvalReport:
     """Every metric the truth supports; raises when prediction ids match nothing (or, unless
     ``allow_extra``, when some prediction ids match no video).
+
+    ``pred_path``, ``truth_path`` and ``calibration_path`` (optional) are the files the
+    predictions and truths were read from: they go into the report's provenance, and the rows
+    of ``pred_path`` (:func:`qsave.scores.read_results`) give the model ids and the predicted
+    rating words of the confusion matrices. Without ``pred_path``, the model ids come from
+    ``predictions.models`` and predicted ratings are R(predicted MOS).
 
     >>> from qsave.eval.benchmarks import Pair, Predictions, Truth, Video
     >>> truth = Truth("demo", videos={v: Video(v) for v in "abcd"},
@@ -352,7 +487,8 @@ def evaluate(
     config = config or EvalConfig()
     if calibration is not None and config.oracle:
         raise ConfigError("choose either a calibration split or the oracle protocol, not both")
-    lookup = _Lookup(truth, predictions)
+    models, ratings = _read_rows(pred_path) if pred_path else (_model_ids(predictions), None)
+    lookup = _Lookup(truth, predictions, ratings)
     calib = (calibration, _Lookup(calibration, predictions)) if calibration is not None else None
     truths = [truth] + ([calibration] if calibration is not None else [])
     unmatched = _unmatched(predictions, [lookup] + ([calib[1]] if calib else []), truths)
@@ -371,6 +507,7 @@ def evaluate(
         unmatched_predictions={"count": len(unmatched), "ids": unmatched[:SHOWN_IDS]},
         problems=[*truth.problems, *predictions.problems],
         notes=[*truth.notes, *predictions.notes],
+        provenance=provenance(truth.name, pred_path, truth_path, calibration_path, models),
     )
     missing: dict[str, list[str]] = {}
     for dimension in sorted(truth.mos):
@@ -396,64 +533,122 @@ def _plain(value: Any) -> Any:
 
 
 def report_to_json(report: EvalReport) -> str:
-    """The report as JSON (without plot points); undefined metrics are ``null``."""
+    """The report as JSON, provenance first (without plot points); undefined metrics are
+    ``null``."""
     data = {k: v for k, v in asdict(report).items() if k != "points"}
+    data = {"provenance": data.pop("provenance"), **data}
     return json.dumps(_plain(data), indent=2, ensure_ascii=False)
 
 
-def _fmt(value: Any, ci: list[float] | None = None) -> str:
-    """A metric with 3 decimals and its interval, ``–`` when undefined."""
+def _fmt(value: Any, ci: list[float] | None = None, sep: str = " ") -> str:
+    """A metric with 3 decimals and its interval (after ``sep``), ``–`` when undefined."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     text = f"{value:.3f}"
-    return f"{text} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else text
+    return f"{text}{sep}[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else text
 
 
-def print_report(report: EvalReport, console) -> None:
-    """Rich tables of the correlation and preference results, then what was missing."""
-    from rich.table import Table
+def _dimensions(report: EvalReport) -> list[str]:
+    """Every dimension of the report: visual, dynamic, alignment, overall, then any other."""
+    names = {*report.correlation, *report.preference}
+    known = [d for d in DIMENSION_NAMES if d in names]
+    return known + sorted(names - set(known))
 
-    if report.correlation:
-        table = Table(title=f"{report.benchmark}: correlation with MOS")
-        for column in (
-            "dimension",
-            "n",
-            "missing",
-            "SRCC",
-            "PLCC",
-            "KRCC",
-            "RMSE",
-            "model SRCC",
-            "model PLCC",
-            "acc",
-            "acc±1",
-        ):
-            table.add_column(column)
-        for dimension, entry in report.correlation.items():
-            inst, model = entry["instance"], entry["model"]
-            table.add_row(
-                dimension,
-                str(inst["n"]),
-                str(sum(entry["missing"].values())),
-                _fmt(inst["srcc"], inst["srcc_ci"]),
-                _fmt(inst["plcc"], inst["plcc_ci"]),
-                _fmt(inst["krcc"]),
-                _fmt(inst["rmse"]),
-                _fmt(model.get("srcc"), model.get("srcc_ci")) if "srcc" in model else model["note"],
-                _fmt(model.get("plcc"), model.get("plcc_ci")) if "plcc" in model else "–",
-                _fmt(entry.get("accuracy")),
-                _fmt(entry.get("relaxed_accuracy")),
-            )
-        console.print(table)
+
+def _integer_scale_shown(report: EvalReport) -> bool:
+    """Whether any dimension has integer-scale accuracies."""
+    return any("accuracy" in entry for entry in report.correlation.values())
+
+
+def _provenance_lines(report: EvalReport) -> list[tuple[str, str]]:
+    """``(label, text)`` of the provenance, in the order every report shows it."""
+    prov = report.provenance
+    models = ", ".join(prov.get("models") or []) or "unknown (no model field in the rows)"
+    lines = [
+        ("predictions", prov.get("predictions") or "(not given)"),
+        ("model", models),
+        ("truth", prov.get("truth") or "(not given)"),
+    ]
+    if prov.get("calibration"):
+        lines.append(("calibration", prov["calibration"]))
+    lines += [
+        ("benchmark", prov.get("benchmark", report.benchmark)),
+        ("qsave", prov.get("qsave_version", __version__)),
+        ("date", prov.get("date", "")),
+    ]
+    return lines
+
+
+@dataclass
+class _TextTable:
+    """A table for the terminal: a cell may hold two lines (a value and its interval)."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def left(self, k: int) -> bool:
+        """Whether column ``k`` holds text (left-aligned) rather than numbers."""
+        return k == 0 or self.headers[k] == "protocol"
+
+
+def _terminal_tables(report: EvalReport) -> list[_TextTable]:
+    """The summary, as narrow tables: instance level, model level, preference."""
+    tables = []
+    correlation = [(d, report.correlation[d]) for d in _dimensions(report)
+                   if d in report.correlation]
+    if correlation:
+        integer = _integer_scale_shown(report)
+        ci = f"{report.config.get('confidence', 0.95):.0%} CI" if report.config.get(
+            "n_resamples") else "no CI"
+        inst = _TextTable(
+            f"{report.benchmark}: correlation with MOS, instance level ({ci})",
+            ["dimension", "n", "missing", "SRCC", "PLCC", "KRCC", "RMSE"],
+            [],
+        )
+        scale = _TextTable(
+            f"{report.benchmark}: integer scale (rounded predicted MOS)",
+            ["dimension", "n", "accuracy", "accuracy ±1"],
+            [],
+        )
+        model = _TextTable(
+            f"{report.benchmark}: correlation with MOS, model level (generator means)",
+            ["dimension", "generators", "SRCC", "PLCC"],
+            [],
+        )
+        for dimension, entry in correlation:
+            i, m = entry["instance"], entry["model"]
+            row = [dimension, str(i["n"]), str(sum(entry["missing"].values())),
+                   _fmt(i["srcc"], i["srcc_ci"], "\n"), _fmt(i["plcc"], i["plcc_ci"], "\n"),
+                   _fmt(i["krcc"]), _fmt(i["rmse"])]
+            inst.rows.append(row)
+            if "accuracy" in entry:
+                scale.rows.append([dimension, str(i["n"]), _fmt(entry["accuracy"]),
+                                   _fmt(entry["relaxed_accuracy"])])
+            if i.get("fit_error"):
+                inst.notes.append(f"{dimension}: PLCC undefined, {i['fit_error']}")
+            model.rows.append([dimension, str(m["n_generators"]),
+                               _fmt(m.get("srcc"), m.get("srcc_ci"), "\n"),
+                               _fmt(m.get("plcc"), m.get("plcc_ci"), "\n")])
+            if "note" in m:
+                model.notes.append(f"{dimension}: {m['note']}")
+        tables += [inst, model] + ([scale] if integer else [])
     if report.preference:
-        table = Table(title=f"{report.benchmark}: preference accuracy")
-        for column in ("dimension", "pairs", "missing", "w/ ties", "w/o ties", "ε", "protocol"):
-            table.add_column(column)
-        for dimension, entry in report.preference.items():
-            if "error" in entry:
-                table.add_row(dimension, str(entry["pairs"]), "–", entry["error"], "", "", "")
+        pref = _TextTable(
+            f"{report.benchmark}: preference accuracy",
+            ["dimension", "pairs", "missing", "w/ ties", "w/o ties", "ε", "protocol"],
+            [],
+        )
+        for dimension in _dimensions(report):
+            entry = report.preference.get(dimension)
+            if entry is None:
                 continue
-            table.add_row(
+            if "error" in entry:
+                pref.rows.append([dimension, str(entry["pairs"]), "–", "–", "–", "–", "–"])
+                pref.notes.append(f"{dimension}: {entry['error']}")
+                continue
+            pref.rows.append([
                 dimension,
                 str(entry["n_pairs"]),
                 str(sum(entry["missing"].values())),
@@ -461,17 +656,81 @@ def print_report(report: EvalReport, console) -> None:
                 _fmt(entry["accuracy_without_ties"]),
                 f"{entry['epsilon']:.4g}",
                 entry["protocol"],
-            )
-        console.print(table)
+            ])
+        tables.append(pref)
+    return tables
+
+
+def _rich_table(table: _TextTable):
+    """The table as rich renders it: no column is ever wrapped or cut."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    out = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for k, header in enumerate(table.headers):
+        out.add_column(header, justify="left" if table.left(k) else "right", no_wrap=True,
+                       overflow="fold", min_width=len(header))
+    for row in table.rows:
+        out.add_row(*(Text(cell) for cell in row))
+    return out
+
+
+def _markdown_table(table: _TextTable) -> str:
+    """The table as plain markdown: one line per row, every cell whole."""
+    rows = [[cell.replace("\n", " ") for cell in row] for row in table.rows]
+    widths = [max(len(r[k]) for r in [table.headers, *rows]) for k in range(len(table.headers))]
+
+    def line(cells: list[str]) -> str:
+        parts = [c.ljust(w) if table.left(k) else c.rjust(w)
+                 for k, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "| " + " | ".join(parts) + " |"
+
+    rule = "|" + "|".join((":" + "-" * (w + 1)) if table.left(k) else ("-" * (w + 1) + ":")
+                          for k, w in enumerate(widths)) + "|"
+    return "\n".join([f"{table.title}", "", line(table.headers), rule, *map(line, rows)])
+
+
+def _print_table(table: _TextTable, console) -> None:
+    """A rich table on a terminal wide enough for all of it, else plain markdown."""
+    from rich.measure import Measurement
+
+    rich_table = _rich_table(table)
+    width = Measurement.get(console, console.options.update_width(10_000), rich_table).maximum
+    if console.is_terminal and width <= console.width:
+        console.print(table.title, style="bold", markup=False, highlight=False, soft_wrap=True)
+        console.print(rich_table)
+        console.print()
+    else:
+        console.print(_markdown_table(table), markup=False, highlight=False, soft_wrap=True)
+        console.print()
+    for note in table.notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_report(report: EvalReport, console) -> None:
+    """Provenance, then the summary tables, then what was missing.
+
+    On a terminal wide enough, rich tables (an interval on the line below its value); piped,
+    redirected, or on a narrow terminal, plain markdown tables. No cell is ever cut.
+    """
+    for label, text in _provenance_lines(report):
+        console.print(f"{label:<12} {text}", markup=False, highlight=False, soft_wrap=True)
+    console.print()
+    for table in _terminal_tables(report):
+        _print_table(table, console)
     _print_missing(report, console)
 
 
 def _print_missing(report: EvalReport, console) -> None:
     """One line per missing reason, unmatched predictions and problems."""
+    from rich.markup import escape
+
     for reason, entry in report.missing.items():
         console.print(
-            f"[yellow]missing[/yellow] {entry['count']} videos ({reason}): "
-            f"{', '.join(entry['ids'][:5])}"
+            f"[yellow]missing[/yellow] {entry['count']} videos ({escape(reason)}): "
+            f"{escape(', '.join(entry['ids'][:5]))}",
+            soft_wrap=True,
         )
     if report.unmatched_predictions["count"]:
         console.print(
@@ -479,9 +738,9 @@ def _print_missing(report: EvalReport, console) -> None:
             "prediction ids match no video"
         )
     for problem in report.problems[:SHOWN_IDS]:
-        console.print(f"[yellow]skipped[/yellow] {problem}")
+        console.print(f"[yellow]skipped[/yellow] {escape(problem)}", soft_wrap=True)
     for note in report.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _figure(width: float, height: float):
@@ -489,14 +748,14 @@ def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=100)
+    figure = Figure(figsize=(width, height), dpi=120)
     FigureCanvasAgg(figure)
     return figure
 
 
-def _png(figure) -> str:
-    """The figure as base64 PNG."""
-    figure.tight_layout()
+def _png(figure, bottom: float = 0.0) -> str:
+    """The figure as base64 PNG; ``bottom``: the share of its height kept for a legend."""
+    figure.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -516,7 +775,8 @@ def _scatter_png(dimension: str, pred: list[float], target: list[float]) -> str:
 
 def _ranking_png(dimension: str, rows: list[dict[str, Any]]) -> str:
     """Generators by predicted mean MOS with bootstrap intervals, human mean MOS beside."""
-    figure = _figure(4.6, 0.6 + 0.35 * len(rows))
+    height = 1.6 + 0.3 * len(rows)
+    figure = _figure(4.6, height)
     axes = figure.add_subplot()
     y = np.arange(len(rows))[::-1]
     means = np.array([r["pred_mos"] for r in rows])
@@ -525,17 +785,61 @@ def _ranking_png(dimension: str, rows: list[dict[str, Any]]) -> str:
     axes.errorbar(means, y, xerr=errors, fmt="o", capsize=3, label="predicted (CI)")
     axes.scatter([r["mos"] for r in rows], y, marker="x", color="black", label="human")
     axes.set_yticks(y, [str(r["generator"]) for r in rows])
-    axes.set(xlabel="mean MOS", title=f"{dimension}: generators")
-    axes.legend(fontsize="small", loc="best")
-    return _png(figure)
+    axes.set(xlabel="mean MOS", title=f"{dimension}: generators", xlim=(0.8, 5.2))
+    axes.set_ylim(-0.6, len(rows) - 0.4)
+    figure.legend(fontsize="small", loc="lower center", ncol=2, frameon=False)
+    return _png(figure, bottom=0.3 / height)
+
+
+def _summary_rows(report: EvalReport) -> list[dict[str, Any]]:
+    """One row per dimension for the HTML summary: its correlation and preference entries."""
+    return [
+        {"dim": d, "c": report.correlation.get(d), "p": report.preference.get(d)}
+        for d in _dimensions(report)
+    ]
+
+
+def _shade(count: int, total: int) -> str:
+    """Background of a confusion cell: blue, by the share of its row (true rating)."""
+    share = count / total if total else 0.0
+    return f"background:rgba(31,119,180,{0.08 + 0.8 * share:.2f})" if count else ""
 
 
 _HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>qsave eval: {{ r.benchmark }}</title>
-<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}
-.warn{color:#a60}</style></head><body>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222}
+h1{margin:0 0 .3em}h2{margin:1.4em 0 .4em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}
+th{background:#eee}td.text,th.text{text-align:left}
+table.prov td,table.prov th{border:none;text-align:left;padding:1px 12px 1px 0}
+table.prov th{background:none;color:#555;font-weight:600}
+table.summary td.dim{text-align:left;font-weight:600}
+table.summary tr.group th{background:#dde6f0;text-align:center}
+table.summary tr.group th.text{text-align:left}
+.ci{display:block;color:#777;font-size:.82em;white-space:nowrap}
+.note{color:#777;font-size:.85em;text-align:left}.warn{color:#a60}.legend{color:#555;font-size:.9em}
+.grid{display:grid;gap:1em 1.8em;align-items:start;
+grid-template-columns:minmax(280px,1fr) minmax(320px,1.15fr) max-content}
+@media (max-width:1150px){
+.grid{grid-template-columns:repeat(auto-fill,minmax(min(100%,480px),1fr))}}
+.scroll{overflow-x:auto;max-width:100%}
+.grid figure{margin:0;min-width:0;overflow-x:auto}
+.grid img{width:100%;max-width:560px;height:auto;display:block}
+figcaption{color:#555;font-size:.88em;margin-top:.3em;max-width:28em}
+table.confusion{font-size:.92em}table.confusion th{text-align:center}
+table.confusion td{min-width:2.6em;text-align:center}
+table.confusion td.diag{font-weight:700;outline:2px solid #1f77b4;outline-offset:-2px}
+table.confusion th.corner{background:none;font-weight:400;font-size:.8em;color:#555;
+text-align:left;line-height:1.2}
+table.ranks{font-size:.88em}table.ranks td{white-space:nowrap}
+table.ranks td.text{white-space:normal;overflow-wrap:anywhere}
+</style></head><body>
 <h1>qsave eval: {{ r.benchmark }}</h1>
+<table class="prov">
+{% for label, text in prov %}<tr><th>{{ label }}</th><td>{{ text }}</td></tr>
+{% endfor %}</table>
 <p>{{ r.videos }} videos; ε protocol: {{ r.protocol }}; missing predictions: {{ r.n_missing }}</p>
 {% for reason, e in r.missing.items() %}<p class="warn">missing {{ e.count }} ({{ reason }}):
 {{ e.ids | join(", ") }}</p>{% endfor %}
@@ -543,46 +847,123 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}
 prediction ids match no video: {{ r.unmatched_predictions.ids | join(", ") }}</p>{% endif %}
 {% for p in r.problems %}<p class="warn">skipped: {{ p }}</p>{% endfor %}
 {% for n in r.notes %}<p>note: {{ n }}</p>{% endfor %}
-{% for dim, e in r.correlation.items() %}
-<h2>{{ dim }}</h2><img alt="scatter {{ dim }}" src="data:image/png;base64,{{ plots[dim] }}">
-<table><tr><th></th><th>n</th><th>SRCC</th><th>PLCC</th><th>KRCC</th><th>RMSE</th></tr>
-<tr><th>instance</th><td>{{ e.instance.n }}</td>
-<td>{{ f(e.instance.srcc, e.instance.srcc_ci) }}</td>
-<td>{{ f(e.instance.plcc, e.instance.plcc_ci) }}</td><td>{{ f(e.instance.krcc) }}</td>
-<td>{{ f(e.instance.rmse) }}</td></tr>
-<tr><th>model</th><td>{{ e.model.n_generators }} generators</td>
-<td>{{ f(e.model.srcc, e.model.srcc_ci) if e.model.srcc is defined else e.model.note }}</td>
-<td>{{ f(e.model.plcc, e.model.plcc_ci) if e.model.plcc is defined else "–" }}</td>
-<td></td><td></td></tr></table>
-{% if e.accuracy is defined %}<p>accuracy {{ f(e.accuracy) }}, relaxed accuracy (±1)
-{{ f(e.relaxed_accuracy) }}</p>{% endif %}
-{% if r.rankings[dim] %}<img alt="ranking {{ dim }}" src="data:image/png;base64,{{ ranks[dim] }}">
-<table><tr><th>rank</th><th>generator</th><th>n</th>
-<th>predicted MOS [CI]</th><th>human MOS</th><th>human rank</th></tr>
-{% for row in r.rankings[dim] %}<tr><td>{{ row.rank }}</td><td>{{ row.generator }}</td>
-<td>{{ row.n }}</td><td>{{ f(row.pred_mos, row.pred_mos_ci) }}</td><td>{{ f(row.mos) }}</td>
-<td>{{ row.mos_rank }}</td></tr>{% endfor %}</table>{% endif %}
+
+<h2>Summary</h2>
+<div class="scroll"><table class="summary">
+<tr class="group"><th class="text" rowspan="2">dimension</th>
+{% if r.correlation %}<th colspan="6">instance level (videos)</th>
+<th colspan="3">model level (generator means)</th>
+{% if integer %}<th colspan="2">integer scale</th>{% endif %}{% endif %}
+{% if r.preference %}<th colspan="4">preference (pairs)</th>{% endif %}</tr>
+<tr>{% if r.correlation %}<th>n</th><th>missing</th><th>SRCC</th><th>PLCC</th><th>KRCC</th>
+<th>RMSE</th><th>generators</th><th>SRCC</th><th>PLCC</th>
+{% if integer %}<th>acc</th><th>acc ±1</th>{% endif %}{% endif %}
+{% if r.preference %}<th>pairs</th><th>w/ ties</th><th>w/o ties</th><th>ε</th>{% endif %}</tr>
+{% for row in summary %}{% set c = row.c %}{% set p = row.p %}<tr><td class="dim">{{ row.dim }}</td>
+{% if r.correlation %}{% if c %}
+<td>{{ c.instance.n }}</td><td>{{ c.missing.values() | sum }}</td>
+<td>{{ v(c.instance.srcc, c.instance.srcc_ci) }}</td>
+<td>{{ v(c.instance.plcc, c.instance.plcc_ci) }}</td>
+<td>{{ v(c.instance.krcc) }}</td><td>{{ v(c.instance.rmse) }}</td>
+<td>{{ c.model.n_generators }}</td>
+{% if c.model.srcc is defined %}<td>{{ v(c.model.srcc, c.model.srcc_ci) }}</td>
+<td>{{ v(c.model.plcc, c.model.plcc_ci) }}</td>
+{% else %}<td colspan="2" class="note">{{ c.model.note }}</td>{% endif %}
+{% if integer %}<td>{{ v(c.accuracy) if c.accuracy is defined else "–" }}</td>
+<td>{{ v(c.relaxed_accuracy) if c.relaxed_accuracy is defined else "–" }}</td>{% endif %}
+{% else %}<td colspan="{{ 11 if integer else 9 }}" class="note">no MOS</td>{% endif %}{% endif %}
+{% if r.preference %}{% if p and p.error is defined %}<td>{{ p.pairs }}</td>
+<td colspan="3" class="note">{{ p.error }}</td>
+{% elif p %}<td>{{ p.n_pairs }}</td><td>{{ v(p.accuracy_with_ties) }}</td>
+<td>{{ v(p.accuracy_without_ties) }}</td><td>{{ "%.4g" | format(p.epsilon) }}</td>
+{% else %}<td colspan="4" class="note">no pairs</td>{% endif %}{% endif %}</tr>
+{% endfor %}</table></div>
+<p class="legend">
+{% if r.correlation %}Predictions on the MOS scale 1 + 4·r̂.
+{% if r.config.n_resamples %}Brackets: {{ "%.0f" | format(100 * r.config.confidence) }}%
+bootstrap intervals ({{ r.config.n_resamples }} resamples; model level stratified by
+generator).{% else %}No bootstrap intervals.{% endif %}
+PLCC fit: {{ r.config.fit }}. Model level: SRCC/PLCC of per-generator means.
+{% if integer %}acc: rounded predicted MOS equals the integer score; acc ±1: within one.{% endif %}
+{% endif %}
+{% if r.preference %}Preference: Δ = r̂<sub>A</sub> − r̂<sub>B</sub>; a tie when |Δ| ≤ ε
+(protocol {{ r.protocol }}); w/o ties drops human ties and predicts sign(Δ).{% endif %}</p>
+
+{% for row in summary if row.c %}{% set dim = row.dim %}{% set e = row.c %}
+{% set cm = r.confusion[dim] %}
+<h2>{{ dim }}</h2>
+<div class="grid">
+<figure class="plot"><img alt="scatter {{ dim }}" src="data:image/png;base64,{{ plots[dim] }}">
+<figcaption>Predicted against human MOS; dashed: identity.</figcaption></figure>
+{% if r.rankings[dim] %}<figure class="ranking">
+<img alt="ranking {{ dim }}" src="data:image/png;base64,{{ ranks[dim] }}">
+<table class="ranks"><tr><th>rank</th><th class="text">generator</th><th>n</th>
+<th>predicted MOS [CI]</th><th>human MOS (rank)</th></tr>
+{% for row in r.rankings[dim] %}<tr><td>{{ row.rank }}</td><td class="text">{{ row.generator }}</td>
+<td>{{ row.n }}</td><td>{{ f(row.pred_mos, row.pred_mos_ci) }}</td>
+<td>{{ f(row.mos) }} ({{ row.mos_rank }})</td></tr>{% endfor %}</table>
+<figcaption>Generators by mean predicted MOS (bootstrap interval); ×: human mean MOS.
+</figcaption></figure>{% endif %}
+<figure class="confusion"><table class="confusion" aria-label="confusion {{ dim }}">
+<tr><th class="corner" rowspan="2">true ↓<br>predicted →</th>
+<th colspan="{{ cm.labels | length }}">predicted rating</th><th rowspan="2">n</th></tr>
+<tr>{% for label in cm.labels %}<th>{{ label }}</th>{% endfor %}</tr>
+{% for true_label in cm.labels %}{% set row_index = loop.index0 %}
+{% set counts = cm.matrix[row_index] %}{% set total = counts | sum %}<tr>
+<th class="text">{{ true_label }}</th>
+{% for count in counts %}<td{{ ' class="diag"' | safe if loop.index0 == row_index else '' }}
+ style="{{ shade(count, total) }}">{{ count }}</td>
+{% endfor %}<td>{{ total }}</td></tr>{% endfor %}
+</table>
+<figcaption>Confusion of ratings over {{ cm.n }} videos: true = R(human MOS) (Sec. 3.4.2);
+predicted = {% if cm.predicted == "rating" %}each row's rating word (the most likely rating)
+{%- else %}R(predicted MOS){% endif %}. Exact agreement {{ f(cm.agreement) }}, within one rating
+{{ f(cm.within_one) }}. Shading: share of the true rating's row; outlined: the diagonal.
+</figcaption></figure>
+</div>
 {% endfor %}
-{% if r.preference %}<h2>preference accuracy</h2><table><tr><th>dimension</th><th>pairs</th>
-<th>missing</th><th>w/ ties</th><th>w/o ties</th><th>ε</th><th>protocol</th></tr>
-{% for dim, e in r.preference.items() %}<tr><td>{{ dim }}</td>
-{% if e.error is defined %}<td>{{ e.pairs }}</td><td colspan="5">{{ e.error }}</td>
+{% if r.preference %}<h2>preference details</h2><table><tr><th class="text">dimension</th>
+<th>pairs</th><th>missing</th><th>human ties</th><th>predicted ties</th><th>w/ ties</th>
+<th>w/o ties</th><th>ε</th><th class="text">protocol</th></tr>
+{% for row in summary if row.p %}{% set dim = row.dim %}{% set e = row.p %}
+<tr><td class="text">{{ dim }}</td>
+{% if e.error is defined %}<td>{{ e.pairs }}</td><td colspan="7" class="note">{{ e.error }}</td>
 {% else %}<td>{{ e.n_pairs }}</td><td>{{ e.missing.values() | sum }}</td>
+<td>{{ e.n_human_ties }}</td><td>{{ e.n_predicted_ties }}</td>
 <td>{{ f(e.accuracy_with_ties) }}</td><td>{{ f(e.accuracy_without_ties) }}</td>
-<td>{{ "%.4g" | format(e.epsilon) }}</td><td>{{ e.protocol }}</td>{% endif %}</tr>
+<td>{{ "%.4g" | format(e.epsilon) }}</td><td class="text">{{ e.protocol }}</td>{% endif %}</tr>
 {% endfor %}</table>{% endif %}
 </body></html>
 """
 
 
 def render_html(report: EvalReport) -> str:
-    """The HTML report: scatter plots per MOS dimension, rankings with CIs, preference table."""
+    """The HTML report: provenance, one summary table of every dimension, then per MOS
+    dimension its scatter plot, generator ranking and rating confusion matrix side by side."""
     import jinja2
+    from markupsafe import Markup, escape
+
+    def value(metric: Any, ci: list[float] | None = None) -> Markup:
+        """A summary cell: the value, its interval on a second line."""
+        text = escape(_fmt(metric))
+        if ci and text != "–":
+            return Markup(f'{text}<span class="ci">[{ci[0]:.2f}, {ci[1]:.2f}]</span>')
+        return Markup(text)
 
     plots = {dim: _scatter_png(dim, *report.points[dim]) for dim in report.correlation}
     ranks = {dim: _ranking_png(dim, rows) for dim, rows in report.rankings.items() if rows}
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return environment.from_string(_HTML).render(r=report, plots=plots, ranks=ranks, f=_fmt)
+    return environment.from_string(_HTML).render(
+        r=report,
+        prov=_provenance_lines(report),
+        summary=_summary_rows(report),
+        integer=_integer_scale_shown(report),
+        plots=plots,
+        ranks=ranks,
+        f=_fmt,
+        v=value,
+        shade=_shade,
+    )
 
 
 def write_html(report: EvalReport, path: str | Path) -> Path:

@@ -1,7 +1,9 @@
 """Loading an evaluator checkpoint and its processor, and checking its rating tokens (Sec. 4.2.2).
 
-A checkpoint is a hub id, a local directory, a LoRA adapter on a base, or ``"tiny"`` — the
-embedded offline tiny Qwen3-VL (the demo's trained checkpoint when one is cached, else random).
+A checkpoint is a hub id, a local directory, a LoRA adapter on a base, ``"tiny"`` — the
+embedded offline tiny Qwen3-VL with random weights, always — or ``"tiny-demo"``, the tiny model
+trained by the demo recipe and shipped with the package (its rows say ``qsave/tiny-demo`` and
+the revision of its ``provenance.json``).
 
 >>> from qsave.model.tiny import build_tokenizer
 >>> ids = rating_token_ids(build_tokenizer(), AnswerFormat.RATING_FIRST)
@@ -11,6 +13,7 @@ embedded offline tiny Qwen3-VL (the demo's trained checkpoint when one is cached
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from qsave.dimensions import RATINGS
 from qsave.errors import ModelError
 from qsave.prompts import THINK_CLOSE, AnswerFormat
 from qsave.scores import ModelInfo
-from qsave.spec import TINY, ScorerSpec, checkpoint_dir
+from qsave.spec import PROVENANCE_FILE, TINY, TINY_DEMO, TINY_DEMO_ID, ScorerSpec, checkpoint_dir
 
 TINY_RANDOM_ID = "qsave/tiny-random-seed0"  # what rows say when the random tiny model scored
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -82,6 +85,25 @@ def rating_token_ids(tokenizer: Any, fmt: AnswerFormat) -> tuple[int, ...]:
     return tuple(ids)
 
 
+def expected_info(spec: ScorerSpec) -> ModelInfo | None:
+    """The :class:`ModelInfo` :func:`load` will report for ``spec``, when it is known without
+    loading: the embedded models and local folders; None for a hub id or an adapter (their
+    revision is known once loaded)."""
+    if spec.adapter is not None:
+        return None
+    if spec.model == TINY:
+        model_id, revision = TINY_RANDOM_ID, None
+    elif spec.model == TINY_DEMO:
+        model_id, revision = TINY_DEMO_ID, read_provenance(checkpoint_dir(TINY_DEMO))["revision"]
+    elif Path(spec.model).is_dir():
+        model_id, revision = str(Path(spec.model).resolve()), spec.revision
+    else:
+        return None
+    device = resolve_device(spec.device)
+    dtype = str(resolve_dtype(spec.dtype, device)).removeprefix("torch.")
+    return ModelInfo(id=model_id, revision=revision, dtype=dtype, device=str(device))
+
+
 def load(spec: ScorerSpec) -> LoadedModel:
     """Load model and processor, put them on the device and dtype, verify the rating tokens."""
     device = resolve_device(spec.device)
@@ -98,8 +120,13 @@ def load(spec: ScorerSpec) -> LoadedModel:
 def _load_weights(config: ScorerSpec, dtype: torch.dtype) -> tuple[Any, Any, str, str | None]:
     """(model, processor, id, revision) for the tiny model, a directory or a hub id."""
     if config.model == TINY:
-        model, processor, model_id = _load_tiny(dtype, config)
-        revision = None
+        from qsave.model.tiny import build_tiny
+
+        tiny = build_tiny(seed=0)
+        model, processor, model_id, revision = tiny.model, tiny.processor, TINY_RANDOM_ID, None
+    elif config.model == TINY_DEMO:
+        model, processor, revision = _load_tiny_demo(dtype, config)
+        model_id = TINY_DEMO_ID
     else:
         source = config.model
         if Path(source).is_dir():
@@ -112,15 +139,27 @@ def _load_weights(config: ScorerSpec, dtype: torch.dtype) -> tuple[Any, Any, str
     return model, processor, model_id, revision
 
 
-def _load_tiny(dtype: torch.dtype, config: ScorerSpec) -> tuple[Any, Any, str]:
-    """The demo's cached trained tiny checkpoint, else the random tiny model (seed 0)."""
-    cached = checkpoint_dir(TINY)
-    if cached is not None:
-        return (*_from_pretrained(str(cached), None, dtype, config), str(cached))
-    from qsave.model.tiny import build_tiny
+def read_provenance(folder: str | Path) -> dict[str, Any]:
+    """A demo model folder's ``provenance.json`` (recipe, seed, commit, held-out figures)."""
+    path = Path(folder) / PROVENANCE_FILE
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read the provenance of {folder}: {error}") from error
+    if not isinstance(values, dict) or not isinstance(values.get("revision"), str):
+        raise ModelError(f"{path}: expected an object with a 'revision' string")
+    return values
 
-    tiny = build_tiny(seed=0)
-    return tiny.model, tiny.processor, TINY_RANDOM_ID
+
+def _load_tiny_demo(dtype: torch.dtype, config: ScorerSpec) -> tuple[Any, Any, str]:
+    """The shipped trained tiny model and the revision its provenance names."""
+    folder = checkpoint_dir(TINY_DEMO)
+    if folder is None or not (folder / "config.json").is_file():
+        raise ModelError(f"the shipped {TINY_DEMO!r} model is missing from this installation "
+                         f"({folder}); reinstall qsave, or write it with "
+                         "scripts/ship_tiny_demo.py")
+    revision = read_provenance(folder)["revision"]
+    return (*_from_pretrained(str(folder), None, dtype, config), revision)
 
 
 def _from_pretrained(source: str, revision: str | None, dtype: torch.dtype, config: ScorerSpec):

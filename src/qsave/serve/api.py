@@ -177,13 +177,25 @@ class ItemErrorModel(BaseModel):
     message: str
 
 
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class RatingProbs(BaseModel):
+    """The softmax over the five rating tokens (Sec. 4.2.2)."""
+
+    Bad: Probability
+    Poor: Probability
+    Fair: Probability
+    Good: Probability
+    Excellent: Probability
+
+
 class DimensionScoreModel(BaseModel):
     """One dimension's score (Sec. 4.2.2)."""
 
     score: float = Field(ge=0, le=1, description="r̂ = Σ p_j·w_j (0..1)")
     mos: float = Field(ge=1, le=5, description="1 + 4·r̂")
-    probs: list[float] = Field(min_length=len(RATINGS), max_length=len(RATINGS),
-                               description="Probabilities of Bad, Poor, Fair, Good, Excellent")
+    probs: RatingProbs = Field(description="Probability of each rating word")
     rating: Literal[RATINGS] = Field(description="The most likely rating word")  # type: ignore[valid-type]
     entropy: float = Field(ge=0, description="−Σ p_j ln p_j (nats)")
     rationale: str | None = Field(None, description="The generated analysis (explain)")
@@ -210,7 +222,9 @@ class BatchModel(BaseModel):
 
 MODEL_EXAMPLE = {"id": "Qwen/Qwen3-VL-8B-Instruct", "revision": None, "dtype": "bfloat16",
                  "device": "cuda:0", "adapter": None}
-SCORE_EXAMPLE = {"score": 0.71, "mos": 3.84, "probs": [0.01, 0.05, 0.2, 0.52, 0.22],
+SCORE_EXAMPLE = {"score": 0.71, "mos": 3.84,
+                 "probs": {"Bad": 0.01, "Poor": 0.05, "Fair": 0.2, "Good": 0.52,
+                           "Excellent": 0.22},
                  "rating": "Good", "entropy": 1.19}
 
 

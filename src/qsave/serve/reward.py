@@ -39,6 +39,10 @@ class RewardCollapseWarning(UserWarning):
     """One reward dimension collapsed during training (App. G: reward hacking)."""
 
 
+class UnscoredVideoWarning(UserWarning):
+    """A video could not be scored; its reward is ``error_reward`` (NaN in :func:`reward`)."""
+
+
 @dataclass(frozen=True)
 class RewardConfig:
     """How dimension scores become one reward."""
@@ -46,7 +50,7 @@ class RewardConfig:
     weights: Mapping[str, float] = field(  # dimension → weight (≥ 0); reward = weighted mean
         default_factory=lambda: {d.value: 1.0 for d in DIMENSIONS}
     )
-    error_reward: float = 0.0  # the reward of a video that cannot be scored
+    error_reward: float = 0.0  # the reward of a video that cannot be scored (NaN allowed)
 
     def __post_init__(self) -> None:
         weights = {Dimension.parse(k): float(v) for k, v in dict(self.weights).items()}
@@ -55,8 +59,8 @@ class RewardConfig:
             raise ConfigError(f"reward weights must be finite and non-negative, got {bad}")
         if not any(weights.values()):
             raise ConfigError(f"at least one reward weight must be positive, got {self.weights}")
-        if not math.isfinite(self.error_reward):
-            raise ConfigError(f"error_reward ({self.error_reward}) must be finite")
+        if math.isinf(self.error_reward):
+            raise ConfigError(f"error_reward ({self.error_reward}) must be finite or NaN")
         ordered = {d.value: weights[d] for d in DIMENSIONS if d in weights}
         object.__setattr__(self, "weights", ordered)
 
@@ -239,7 +243,7 @@ class RewardModel:
     def _record(self, items: list[RewardItem]) -> None:
         stats = batch_stats(items)
         failed = [(i, item.error) for i, item in enumerate(items) if item.error]
-        rewards = [item.reward for item in items]
+        rewards = [item.reward for item in items if item.error is None]
         summary = {"step": len(self.history) + 1, "n": len(items), "failed": len(failed),
                    "reward_mean": sum(rewards) / len(rewards) if rewards else math.nan,
                    **{f"{d}_mean": s.mean for d, s in stats.items()},
@@ -249,8 +253,10 @@ class RewardModel:
         log.info("reward step %d: n=%d mean=%.4f | %s | failed %d", summary["step"],
                  len(items), summary["reward_mean"], dims, len(failed))
         for index, error in failed:
-            log.warning("reward item %d could not be scored (reward %s): %s", index,
-                        self.config.error_reward, error)
+            message = (f"reward item {index} could not be scored (reward "
+                       f"{self.config.error_reward}): {error}")
+            log.warning(message)
+            warnings.warn(message, UnscoredVideoWarning, stacklevel=4)
         for message in self.monitor.update(stats) if self.monitor else []:
             log.warning(message)
             warnings.warn(message, RewardCollapseWarning, stacklevel=4)
@@ -279,7 +285,8 @@ _MODELS: dict[tuple, RewardModel] = {}
 
 def reward(
     videos: Sequence[Video], prompts: Sequence[str | None], *, model: str | Evaluator = TINY,
-    weights: Mapping[str, float] | None = None, error_reward: float = 0.0, batch_size: int = 8,
+    weights: Mapping[str, float] | None = None, error_reward: float = math.nan,
+    batch_size: int = 8,
     collapse: CollapseConfig | None = CollapseConfig(),
 ) -> list[float]:
     """One reward per video for generator RL, in-process (paper Sec. 5, Table 5).
@@ -288,6 +295,8 @@ def reward(
     (loaded once and kept). Calls with the same model and settings share one
     :class:`RewardModel`, so the per-dimension log and the collapse monitor follow training
     across calls. For several reward setups in one process, hold ``RewardModel`` objects.
+    A video that cannot be scored gets ``error_reward`` — NaN unless given, never a silent
+    number — and an :class:`UnscoredVideoWarning` naming its error.
 
     >>> import tempfile
     >>> from qsave.data.synthetic import SynthConfig, write_corpus
@@ -300,7 +309,7 @@ def reward(
     evaluator = _loaded(model) if isinstance(model, str) else model
     config = RewardConfig(**({"weights": weights} if weights is not None else {}),
                           error_reward=error_reward)
-    key = (id(evaluator), tuple(config.weights.items()), error_reward, batch_size, collapse)
+    key = (id(evaluator), tuple(config.weights.items()), repr(error_reward), batch_size, collapse)
     if key not in _MODELS:
         _MODELS[key] = RewardModel(evaluator, config, collapse, batch_size)
     return _MODELS[key](videos, prompts)

@@ -96,7 +96,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from qsave.errors import Cancelled, ConfigError, VideoError, VideoLimitError
+from qsave.errors import Cancelled, ConfigError, VideoError, VideoLimitError, VideoNotFoundError
 
 MAX_QUEUED = 8  # sampled frames waiting for the conversion thread
 MAX_QUEUED_BYTES = 64 * 2**20  # and the bytes of them (always at least one frame may wait)
@@ -284,7 +284,7 @@ def source_name(source: str | os.PathLike | BinaryIO) -> str:
 
 def _check_path(path: Path) -> None:
     if not path.exists():
-        raise VideoError(f"video file not found: {path}")
+        raise VideoNotFoundError(f"video file not found: {path}")
     if path.is_dir():
         raise VideoError(f"video path is a directory, not a file: {path}")
     if path.stat().st_size == 0:

@@ -220,5 +220,6 @@ def processor_video_kwargs(prepared: Sequence[PreparedVideo]) -> dict:
         "videos": [video for item in prepared for video in item.videos],
         "video_metadata": [metadata for item in prepared for metadata in item.metadata],
         "do_sample_frames": False,
-        "do_resize": False,
+        "do_resize": False,  # sized by the plan (Sec. 4.2.1) …
+        "cap_pixels_per_frame": False,  # … so no cap either (said, so transformers need not warn)
     }

@@ -1,0 +1,75 @@
+"""Train the tiny model with the demo recipe and write the shipped ``tiny-demo`` model folder.
+
+Run it once per change of the recipe (:mod:`qsave.demo_recipe`, ``DemoConfig``'s defaults) and
+commit the folder: git keeps every version of the weights. ``tests/test_demo.py`` fails while
+the shipped provenance's config differs from the recipe's.
+
+    .venv/bin/python scripts/ship_tiny_demo.py            # ~10 min on 2 CPU cores
+
+It trains in ``--workdir`` (``runs/ship-tiny-demo``, git-ignored; a second run with the same
+recipe reuses its checkpoint and only re-scores), then writes ``src/qsave/assets/tiny-demo``:
+float16 safetensors, the processor, ``qsave_scorer.json`` and ``provenance.json`` (recipe
+config, seed, git commit, held-out SRCC/PLCC per dimension and n, measured on the written
+float16 weights by the code ``qsave demo`` runs), and ``src/qsave/assets/tiny-demo-held-out``:
+the held-out clips those figures were measured on, drawn from the seed and encoded once
+(libx264 under PyAV does not write the same bytes on every run, see
+``qsave.demo.write_held_out``). It refuses more than 10 MB for the two together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from qsave.demo import (
+    MAX_SHIPPED_BYTES,
+    demo_config,
+    export_model,
+    folder_bytes,
+    held_out_synth,
+    shipped_held_out_dir,
+    write_held_out,
+)
+from qsave.demo_recipe import train_demo
+from qsave.spec import shipped_tiny_demo_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("runs/ship-tiny-demo"))
+    parser.add_argument("--dest", type=Path, default=shipped_tiny_demo_dir())
+    parser.add_argument("--held-out-dest", type=Path, default=shipped_held_out_dir())
+    args = parser.parse_args(argv)
+    console = Console()
+    clock = time.perf_counter()
+    config = demo_config()  # the recipe as it is: nothing here may change it
+    report = train_demo(args.workdir / "train", console, config=config)
+    held_out = args.workdir / "tiny-demo-held-out"  # encoded once, shipped, scored
+    shutil.rmtree(held_out, ignore_errors=True)
+    write_held_out(held_out, held_out_synth(config))
+    staged = args.workdir / "tiny-demo"
+    _, provenance = export_model(args.workdir / "train" / "checkpoint", staged, config,
+                                 held_out, report)
+    size = folder_bytes(staged) + folder_bytes(held_out)
+    if size > MAX_SHIPPED_BYTES:
+        console.print(f"[red]{staged} and {held_out} hold {size:,} bytes, over "
+                      f"{MAX_SHIPPED_BYTES:,}: not shipped")
+        return 1
+    for source, dest in ((staged, args.dest), (held_out, args.held_out_dest)):
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(source, dest)
+    console.print(f"wrote {args.dest} and {args.held_out_dest} ({size:,} bytes, revision "
+                  f"{provenance['revision']}) in {time.perf_counter() - clock:.0f} s; "
+                  "held-out figures:")
+    console.print(json.dumps(provenance["held_out"]["dimensions"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
