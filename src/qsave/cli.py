@@ -908,11 +908,29 @@ def _plain_metavars(command: Any) -> Any:
     """``command`` (and its sub-commands) with help placeholders a person reads — PATH, TEXT,
     N, NUMBER, nothing for a boolean — instead of typer's ``<str>``/``<bool>`` types."""
     for param in command.params:
-        if param.param_type_name == "option" and param.metavar is None and not param.is_flag:
-            param.metavar = METAVARS.get(param.type.name, param.type.name.upper())
+        if param.param_type_name == "option" and param.metavar is None:
+            name = _type_name(param)
+            param.metavar = METAVARS.get(name, name.upper())
+    get_help_option = command.get_help_option  # --help is made per call, not a param
+
+    def help_option(ctx: Any) -> Any:
+        option = get_help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
     for sub in getattr(command, "commands", {}).values():
         _plain_metavars(sub)
     return command
+
+
+def _type_name(param: Any) -> str:
+    """A parameter's type name (click's type before typer 0.28, typer's annotation after)."""
+    kind = getattr(param, "type", None)
+    if kind is not None:
+        return kind.name
+    return param.bare_type().lower() if hasattr(param, "bare_type") else ""
 
 
 def _one_line(error: BaseException) -> str:
