@@ -178,3 +178,15 @@ def test_a_finished_run_is_resumed_without_loading_the_model(corpus, tmp_path, c
     assert main(args) == 0
     printed = capsys.readouterr()
     assert "0 scored, 0 failed, 3 already in" in printed.out and LOADING not in printed.err
+
+
+def test_the_demo_runs_on_the_plain_install(tmp_path):
+    """README's first command installs qsave without extras: `qsave demo` must not need
+    pandas (the [report] extra) nor the training stack."""
+    code = ("import sys; sys.modules['pandas'] = None; sys.modules['peft'] = None\n"
+            "from qsave.cli import main\n"
+            f"raise SystemExit(main(['demo', '--json', '-o', {str(tmp_path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["dimensions"]["visual"]["n"] == 42

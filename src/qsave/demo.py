@@ -259,7 +259,9 @@ def run_demo(workdir: str | Path, console: Console, train: bool = False,
     retrain it first and compare), print the table, the figures and what the model can do.
     ``console`` gets every line (``qsave demo --json`` passes a stderr console)."""
     workdir = Path(workdir)
-    config = demo_config(step_scale, ablation)
+    # without training, the recipe's settings come from the shipped provenance: the recipe
+    # module imports the training stack, which the plain install (no [train] extra) lacks
+    config = demo_config(step_scale, ablation) if train else _shipped_config()
     shipped = _shipped_figures()
     if train:
         from qsave.demo_recipe import train_demo
@@ -335,6 +337,15 @@ def can_and_cannot(held: HeldOut, config: Any) -> str:
             f"{config.seconds:g}-second clips — {can}{cannot}, and its scores are meaningless on "
             "real footage (for real videos use a Qwen3-VL checkpoint: README, 'Scoring real "
             "videos on a GPU').")
+
+
+def _shipped_config() -> Any:
+    """The recipe config the shipped model was trained with (its provenance's ``config``)."""
+    from types import SimpleNamespace
+
+    from qsave.model.load import read_provenance
+
+    return SimpleNamespace(**read_provenance(shipped_tiny_demo_dir())["config"])
 
 
 def _shipped_figures() -> dict[str, Any] | None:
