@@ -607,6 +607,9 @@ def _results_table(results) -> Any:
     return table
 
 
+_PIPE_WIDTH = 1 << 16  # console width when stdout is not a terminal: no table cell is cut
+
+
 def _table_console() -> Console:
     """The console for tables: the terminal's, or one that never cuts a cell when piped."""
     return console if console.is_terminal else Console(width=_PIPE_WIDTH)
@@ -619,17 +622,17 @@ def _score_here(items, out: str, spec, dims, explain, batch_size, quiet):
 
     from qsave.evaluator import Evaluator, PlannedBackend
     from qsave.model.load import TINY_RANDOM_ID, expected_info
-    from qsave.results import left_to_score, score_to_jsonl
+    from qsave.results import score_to_jsonl
 
-    info = expected_info(spec)  # known without loading: check the output first
-    planned = Evaluator(PlannedBackend(spec, info)) if info is not None and out != "-" else None
-    if planned is not None and left_to_score(planned, items, out, dims, explain) == 0:
-        evaluator = planned  # every input already has its row: no model is loaded
-    else:
+    def load() -> Evaluator:
         evaluator = Evaluator.from_spec(spec)
-    if evaluator.info.id == TINY_RANDOM_ID and not quiet and evaluator is not planned:
-        errors.print("[yellow]note:[/yellow] the tiny model is untrained: its scores mean "
-                     "nothing (--model tiny-demo is the trained one)")
+        if evaluator.info.id == TINY_RANDOM_ID and not quiet:
+            errors.print("[yellow]note:[/yellow] the tiny model is untrained: its scores mean "
+                         "nothing (--model tiny-demo is the trained one)")
+        return evaluator
+
+    info = expected_info(spec)  # known without loading: the output is checked first
+    planned = Evaluator(PlannedBackend(spec, info)) if info is not None and out != "-" else None
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     saved = [0]
     with Progress(*columns, console=errors, transient=True, disable=quiet) as progress:
@@ -641,11 +644,12 @@ def _score_here(items, out: str, spec, dims, explain, batch_size, quiet):
 
         try:
             if out == "-":
-                return _score_to_stdout(evaluator, items, dims, explain, batch_size, advance,
+                return _score_to_stdout(load(), items, dims, explain, batch_size, advance,
                                         lambda n: progress.update(task, total=n))
-            return score_to_jsonl(evaluator, items, out, dimensions=dims, explain=explain,
-                                  batch_size=batch_size, on_result=advance,
-                                  on_start=lambda n: progress.update(task, total=n))
+            return score_to_jsonl(planned or load(), items, out, dimensions=dims,
+                                  explain=explain, batch_size=batch_size, on_result=advance,
+                                  on_start=lambda n: progress.update(task, total=n),
+                                  load=load if planned else None)
         except KeyboardInterrupt:
             progress.stop()
             where = "printed" if out == "-" else f"saved in {out}; run again to resume"
@@ -688,7 +692,6 @@ _VIDEO_SHEET = Annotated[Path | None, typer.Option(
     help="Write a contact sheet PNG of the sampled frames, slow frames marked. With several "
     "files, or when PATH is a directory or has no suffix, one <stem>.png per file inside PATH "
     "(created).")]
-_PIPE_WIDTH = 1 << 16  # console width when stdout is not a terminal: no table cell is cut
 
 
 @app.command("video")
@@ -711,7 +714,7 @@ def video_command(
     from qsave.video.inputs import VideoConfig, prepare_video
 
     config, failed = VideoConfig(**_given(mode=mode)), 0
-    out = console if console.is_terminal else Console(width=_PIPE_WIDTH)
+    out = _table_console()
     for path, target in zip(paths, _sheet_targets(paths, sheet), strict=True):
         try:
             prepared = prepare_video(path, config)

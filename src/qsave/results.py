@@ -109,31 +109,29 @@ def check_output(path: str | os.PathLike) -> None:
                          "write into it: give another file")
 
 
-def left_to_score(evaluator: Evaluator, items: Sequence[ScoreItem], out: str | os.PathLike,
-                  dimensions: Iterable[str | Dimension] | None = None,
-                  explain: bool = False) -> int:
-    """How many of ``items`` have no successful row in ``out`` yet (files are hashed once)."""
-    dims = evaluator.spec.scored_dimensions(dimensions)
-    hash_items(items)
-    done = {r.key for _, r in read_results(out).rows if r.ok} if Path(out).is_file() else set()
-    return sum(evaluator.shell(item, dims, explain).key not in done for item in items)
-
-
 def score_to_jsonl(
     evaluator: Evaluator, items: Sequence[ScoreItem], out: str | os.PathLike, *,
     dimensions: Iterable[str | Dimension] | None = None, explain: bool = False,
     batch_size: int = 8, on_result: Callable[[VideoResult], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    load: Callable[[], Evaluator] | None = None,
 ) -> FileRun:
     """Score the inputs not yet in ``out``, append one row each, leave one row per input;
-    ``on_start`` is told how many inputs are left to score (progress)."""
+    ``on_start`` is told how many inputs are left to score (progress). ``evaluator`` may be
+    planned (:class:`~qsave.evaluator.PlannedBackend`): ``load`` then gives the model, and is
+    called only when an input is left to score."""
     check_unique_ids(list(items))
     dims = evaluator.spec.scored_dimensions(dimensions)
     output = ResultsOutput(out)
     hash_items(items)
-    answers: list[VideoResult | None] = []
-    for item in items:
-        answers.append(output.done.get(evaluator.shell(item, dims, explain).key))
+
+    def answers_of(evaluator: Evaluator) -> list[VideoResult | None]:
+        return [output.done.get(evaluator.shell(item, dims, explain).key) for item in items]
+
+    answers = answers_of(evaluator)
+    if load is not None and None in answers:
+        evaluator = load()
+        answers = answers_of(evaluator)  # the loaded model's keys (the same, as planned)
     todo = [item for item, answer in zip(items, answers, strict=True) if answer is None]
     if on_start is not None:
         on_start(len(todo))
