@@ -46,18 +46,27 @@ class FileRun:
 
 
 class ResultsOutput:
-    """A results file opened for a resumable run: what is done, where new rows go."""
+    """A results file opened for a resumable run: what is done, where new rows go. The file is
+    read at once but repaired and opened for writing only at the first row (or at ``finish``),
+    so a run that fails before scoring (a model that cannot load) leaves it untouched."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        read = read_results(self.path)  # repairing changes no line number of a whole row
-        self.writer = JsonlWriter(self.path, read.lines)
-        self.repairs = [f"{self.path}: {self.writer.repaired}"] if self.writer.repaired else []
-        self.repairs += [f"{self.path}:{n}: not a valid row, kept and skipped ({message})"
-                         for n, message in read.invalid]
-        self.rows = read.rows
-        self.done = {r.key: r for _, r in read.rows if r.ok}  # resume key → successful row
+        self.read = read_results(self.path)  # repairing changes no line number of a whole row
+        self.repairs = [f"{self.path}:{n}: not a valid row, kept and skipped ({message})"
+                        for n, message in self.read.invalid]
+        self.rows = self.read.rows
+        self.done = {r.key: r for _, r in self.read.rows if r.ok}  # resume key → successful row
         self.written: list[VideoResult] = []
+        self._writer: JsonlWriter | None = None
+
+    @property
+    def writer(self) -> JsonlWriter:
+        if self._writer is None:
+            self._writer = JsonlWriter(self.path, self.read.lines)
+            if self._writer.repaired:
+                self.repairs.insert(0, f"{self.path}: {self._writer.repaired}")
+        return self._writer
 
     def write(self, result: VideoResult) -> None:
         self.writer.write(result.to_record())
