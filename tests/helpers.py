@@ -35,3 +35,38 @@ def score_row(video_id, scores=None, error=None, path=None, **fields):
 def dimension_score(r_hat):
     """A DimensionScore of r̂ (its other fields consistent with a flat distribution)."""
     return DimensionScore(r_hat, 1 + 4 * r_hat, (0.2,) * 5, "Fair", 1.6094)
+
+
+TORCHRUN_TIMEOUT_S = 240  # one launch of the multi-process tests runs SFT and GRPO
+
+
+def tiny_demo_fp32(folder):
+    """A float32 copy of the shipped tiny-demo in ``folder``: GRPO starts from it in the
+    multi-process tests, since its rollouts earn rewards that differ within a group (the random
+    tiny model's earn none, and zero advantages would compare nothing)."""
+    import torch
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    from qsave.spec import shipped_tiny_demo_dir
+
+    out = folder / "tiny-demo-fp32"
+    demo = Qwen3VLForConditionalGeneration.from_pretrained(shipped_tiny_demo_dir(),
+                                                           dtype=torch.float32)
+    demo.save_pretrained(out)
+    AutoProcessor.from_pretrained(shipped_tiny_demo_dir()).save_pretrained(out)
+    return out
+
+
+def torchrun(worker, args, processes=2, env=None):
+    """Run ``worker`` with ``args`` in ``processes`` CPU processes (torchrun, gloo); fails the
+    test with the output's tail when it does not exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={processes}", str(worker), *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+    done = subprocess.run(command, env=env, capture_output=True, text=True,
+                          timeout=TORCHRUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]

@@ -50,13 +50,15 @@ def test_the_checkpoint_file_is_read_back_and_flags_override_it(uniform_checkpoi
 def test_qsave_score_uses_the_frames_the_checkpoint_was_trained_on(uniform_checkpoint, clip,
                                                                    tmp_path, capsys):
     out = tmp_path / "out.jsonl"
-    args = ["score", str(clip), "--model", str(uniform_checkpoint), "--dimensions", "visual"]
+    args = ["score", str(clip), "--model", str(uniform_checkpoint), "--dimensions", "visual",
+            "--think-first-reading", "empty-think"]  # the random model's analyses never close
     assert main([*args, "-o", str(out)]) == 0
     assert "scorer settings of the checkpoint" in capsys.readouterr().out
     [(_, row)] = read_jsonl(out).rows
     assert row["settings"]["video"]["mode"] == "uniform"
     assert row["settings"]["video"]["uniform_fps"] == 8.0
     assert row["settings"]["answer_format"] == "think-first"
+    assert row["settings"]["think_first_reading"] == "empty-think"
     assert row["video"]["slow_frames"] == row["video"]["frames"] == 8  # 1 s at 8 fps, one run
     assert main([*args, "-o", str(out), "--video-mode", "slowfast"]) == 0  # a flag wins
     rows = [r for _, r in read_jsonl(out).rows]

@@ -119,7 +119,11 @@ def eval_(
         typer.Option(help="Adapter option KEY=VALUE, e.g. n_videos=2000 (repeatable)."),
     ] = None,
     epsilon: Annotated[
-        float | None, typer.Option(help="Fixed tie threshold on r̂ (default: EvalConfig, App. A).")
+        float | None, typer.Option(help="Fixed tie threshold (default: EvalConfig, App. A).")
+    ] = None,
+    epsilon_scale: Annotated[
+        str | None,
+        typer.Option(help="Scale of ε and Δ: r (r̂, 0..1) or mos (1–5) (default: EvalConfig)."),
     ] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="Truth file of a calibration split; ε is fitted on it.")
@@ -148,7 +152,8 @@ def eval_(
     from qsave.eval.benchmarks import load_predictions, load_truth
     from qsave.eval.report import EvalConfig, evaluate, print_report, report_to_json, write_html
 
-    given = {"epsilon": epsilon, "fit": fit, "n_resamples": bootstrap, "seed": seed}
+    given = {"epsilon": epsilon, "epsilon_scale": epsilon_scale, "fit": fit,
+             "n_resamples": bootstrap, "seed": seed}
     config = replace(  # defaults are written once, in EvalConfig
         EvalConfig(),
         oracle=oracle,
@@ -245,19 +250,33 @@ def data_mos(
     min_raters_test: _MinTest = None,
     min_raters_rl: _MinRl = None,
     raters: _KnownRaters = None,
+    review: Annotated[Path | None, typer.Option(help="A filled review.csv of `qsave data "
+                                                "report`: its adjusted_score replaces the MOS "
+                                                "(App. C.1 expert review).")] = None,
 ) -> None:
     """Ratings → MOS per video and dimension, with a report of every problem (Sec. 3.3)."""
-    from qsave.data.annotations import write_table
+    from qsave.data.annotations import CheckReport, read_table, write_table
+    from qsave.data.review import apply_review
 
     flags = _given(scale_low=scale_low, scale_high=scale_high, integer_scores=integer_scores,
                    min_raters_train=min_raters_train, min_raters_test=min_raters_test,
                    min_raters_rl=min_raters_rl)
-    result, _, _ = _data_aggregate(ratings, videos, flags, raters)
-    write_table(result.mos, out)
-    problems_path = write_table(result.report.to_frame(), out.with_suffix(".problems.csv"))
-    console.print(f"wrote {out} ({len(result.mos)} MOS, {len(result.usable)} ratings used, "
+    result, _, settings = _data_aggregate(ratings, videos, flags, raters)
+    mos, problems = result.mos, list(result.report.problems)
+    if review:
+        mos, review_problems = apply_review(mos, read_table(review), settings)
+        problems += review_problems
+        console.print(f"{int(mos['reviewed'].sum())} MOS adjusted by the expert review {review}")
+    write_table(mos, out)
+    problems_path = write_table(CheckReport(problems).to_frame(), out.with_suffix(".problems.csv"))
+    console.print(f"wrote {out} ({len(mos)} MOS, {len(result.usable)} ratings used, "
                   f"{len(result.report.excluded_rows)} excluded) and {problems_path}")
-    _data_finish(result.report.problems)
+    _data_finish(problems)
+
+
+_DropK = Annotated[int | None, typer.Option(
+    help="Drop the k least accurate raters (default: ScreenConfig's, the paper's App. C.1 "
+         "count with --truth, none against the leave-one-out MOS; the output says which).")]
 
 
 def _data_truth(truth: Path | None):
@@ -278,16 +297,27 @@ def data_screen(
                                                       "(default: <out>.raters.csv).")] = None,
     mos: Annotated[Path | None, typer.Option(help="Also write the MOS recomputed without the "
                                              "dropped raters.")] = None,
-    drop_k: Annotated[int | None, typer.Option(help="Drop the k least accurate raters.")] = None,
+    drop_k: _DropK = None,
     min_srcc: Annotated[float | None, typer.Option(help="Drop raters under this SRCC.")] = None,
     max_mae: Annotated[float | None, typer.Option(help="Drop raters over this MAE.")] = None,
     rank_by: Annotated[str | None, typer.Option(help="Primary key: srcc or mae.")] = None,
     min_items: Annotated[int | None, typer.Option(help="Fewest calibration ratings to rank a "
                                                   "rater.")] = None,
+    videos: Annotated[Path | None, typer.Option(help="Videos table or manifest: each video's "
+                                                "split sets its minimum number of raters "
+                                                "after the drop (without: the train "
+                                                "minimum).")] = None,
     scale_low: _ScaleLow = None,
     scale_high: _ScaleHigh = None,
+    min_raters_train: _MinTrain = None,
+    min_raters_test: _MinTest = None,
+    min_raters_rl: _MinRl = None,
 ) -> None:
-    """Sample and Scrutinize (App. C.1): rank raters by SRCC/MAE, drop the least accurate."""
+    """Sample and Scrutinize (App. C.1): rank raters by SRCC/MAE, drop the least accurate.
+
+    Refuses (exit 1, nothing written) when the drop would leave a video under its split's
+    minimum number of raters (Sec. 3.3: 3 train, 12 test).
+    """
     from qsave.data.annotations import (
         ScreenConfig,
         compute_mos,
@@ -298,9 +328,24 @@ def data_screen(
 
     config = ScreenConfig(**_given(drop_k=drop_k, min_srcc=min_srcc, max_mae=max_mae,
                                    rank_by=rank_by, min_items=min_items))
-    result, _, settings = _data_aggregate(ratings, None, _given(scale_low=scale_low,
-                                                                scale_high=scale_high))
-    screening = screen_raters(result.usable, _data_truth(truth), config)
+    flags = _given(scale_low=scale_low, scale_high=scale_high, min_raters_rl=min_raters_rl,
+                   min_raters_train=min_raters_train, min_raters_test=min_raters_test)
+    result, table, settings = _data_aggregate(ratings, videos, flags)
+    screening = screen_raters(result.usable, _data_truth(truth), config, table, settings)
+    console.print(screening.raters.to_string(index=False), soft_wrap=True, markup=False)
+    console.print(screening.summary(), soft_wrap=True, markup=False)
+    if result.report.problems:
+        console.print(f"[yellow]{len(result.report.problems)} problem(s) in the ratings "
+                      f"({len(result.report.excluded_rows)} row(s) not screened); `qsave data "
+                      "mos` lists them[/yellow]", soft_wrap=True)
+    if not screening.ok:
+        short = [p for p in screening.problems if p.severity == "error"]
+        _data_print_problems(short[:20])
+        console.print(f"[red]screening refused, nothing written: {len(short)} video(s) would "
+                      "fall under their minimum number of raters. Lower --drop-k (0 keeps "
+                      "every rater), lower the --min-raters-* minimums, or collect more "
+                      "ratings.[/red]", soft_wrap=True)
+        raise typer.Exit(1)
     kept = screening.apply(load_ratings(ratings))
     write_table(kept, out)
     rater_report = rater_report or out.with_suffix(".raters.csv")
@@ -308,9 +353,7 @@ def data_screen(
     if mos:
         recomputed = compute_mos(screening.apply(result.usable), settings)
         console.print(f"wrote {write_table(recomputed, mos)} ({len(recomputed)} MOS)")
-    console.print(screening.raters.to_string(index=False), soft_wrap=True, markup=False)
-    console.print(f"dropped {len(screening.dropped)} rater(s): {', '.join(screening.dropped)}; "
-                  f"wrote {out} and {rater_report} (reference: {screening.reference})")
+    console.print(f"wrote {out} and {rater_report}")
     _data_print_problems(screening.problems)
 
 
@@ -353,8 +396,11 @@ def data_records(
                                                  "table's mos_<dimension> columns.")] = None,
     split: Annotated[list[str] | None, typer.Option(help="Only this split (repeatable).")] = None,
     answer_format: Annotated[str | None, typer.Option(help="think-first or rating-first.")] = None,
-    rationale_policy: Annotated[str | None, typer.Option(help="Rationale for videos without "
-                                                         "an attribution.")] = None,
+    describer: Annotated[str | None, typer.Option(help="Writes rationales from reasons and "
+                                                  "clip attributes: template or lmm.")] = None,
+    describer_model: Annotated[str | None, typer.Option(help="Checkpoint the lmm describer "
+                                                        "writes with (hub id, folder, tiny).")
+                               ] = None,
     system: Annotated[str | None, typer.Option(help="Optional system message.")] = None,
     absolute_paths: Annotated[bool, typer.Option(help="Store absolute video paths.")] = False,
     scale_low: _ScaleLow = None,
@@ -366,10 +412,11 @@ def data_records(
 ) -> None:
     """One record per video and dimension in the CoT format of Sec. 3.4 (JSONL)."""
     from qsave.data.annotations import collect_reasons, load_videos, mos_from_videos
+    from qsave.data.describe import make_describer
     from qsave.data.records import RecordConfig, build_records, write_records
 
     config = RecordConfig(**_given(answer_format=answer_format, system=system,
-                                   rationale_policy=rationale_policy,
+                                   describer=describer,
                                    splits=tuple(split) if split else None))
     problems: list = []
     if ratings:
@@ -381,10 +428,44 @@ def data_records(
     else:
         table = load_videos(videos)
         mos, reasons = mos_from_videos(table), {}
-    built = build_records(table, mos, config, reasons)
+    loaded = None
+    if describer_model:
+        from qsave.model.load import load
+
+        loaded = load(ScorerSpec(model=describer_model))
+    built = build_records(table, mos, config, reasons, make_describer(config.describer, loaded))
     write_records(built.records, out, relative_paths=not absolute_paths)
     console.print(f"wrote {len(built.records)} records to {out}")
     _data_finish(problems + built.problems)
+
+
+@data_app.command("export-verl")
+def data_export_verl(
+    records: Annotated[Path, typer.Option(help="RL-set records (JSONL of `qsave data records`).")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for train.parquet, qsave_reward.py, verl_overrides.txt.")],
+    val_records: Annotated[Path | None, typer.Option(
+        help="Validation records (JSONL); without them verl never validates.")] = None,
+    model: _Model = None,
+    revision: _Revision = None,
+    video_mode: _VideoMode = None,
+    video_config: _VideoConfig = None,
+) -> None:
+    """GRPO data for verl (Sec. 4.3) read with qsave's SlowFast frames and scoring prompt;
+    --model: the checkpoint verl will train (its processor and saved video settings)."""
+    from qsave.data.records import load_records
+    from qsave.train.verl import export_verl, load_processor
+
+    spec = _scorer_spec(model, None, revision, None, None, None, None, video_mode, video_config,
+                        None)
+    val = load_records(val_records).records if val_records else ()
+    done = export_verl(load_records(records).records, out,
+                       load_processor(spec.model, spec.revision), spec.video, val)
+    console.print(f"wrote {done.rows} rows to {done.data} (longest prompt "
+                  f"{done.max_prompt_tokens} tokens, at most {done.max_videos} video items)",
+                  soft_wrap=True, markup=False)
+    console.print(f"pass the overrides in {done.overrides} to verl (docs/verl.md)",
+                  soft_wrap=True, markup=False)
 
 
 @data_app.command("report")
@@ -394,7 +475,9 @@ def data_report(
         "--out", "-o", help="Output folder for index.html, plots and tables.")],
     videos: _VideosOpt = None,
     truth: Annotated[Path | None, typer.Option(help="Expert ground truth: per-rater agreement "
-                                               "against it instead of leave-one-out.")] = None,
+                                               "against it instead of leave-one-out, and "
+                                               "the screening it implies.")] = None,
+    drop_k: _DropK = None,
     scale_low: _ScaleLow = None,
     scale_high: _ScaleHigh = None,
     min_raters_train: _MinTrain = None,
@@ -402,18 +485,32 @@ def data_report(
     min_raters_rl: _MinRl = None,
     raters: _KnownRaters = None,
 ) -> None:
-    """Dataset report: MOS distributions (Fig. 6, 7), rater variance (Fig. 9), agreement."""
-    from qsave.data.annotations import screen_raters
+    """Dataset report: MOS distributions (Fig. 6, 7), rater variance (Fig. 9), agreement,
+    screening and the perfect-score review queue (App. C.1, review.csv)."""
+    from qsave.data.annotations import ScreenConfig, screen_raters
     from qsave.data.report import write_report
 
     flags = _given(scale_low=scale_low, scale_high=scale_high,
                    min_raters_train=min_raters_train, min_raters_test=min_raters_test,
                    min_raters_rl=min_raters_rl)
-    result, table, _ = _data_aggregate(ratings, videos, flags, raters)
-    screening = screen_raters(result.usable, _data_truth(truth)) if truth else None
-    files = write_report(out, result, table, screening)
+    result, table, settings = _data_aggregate(ratings, videos, flags, raters)
+    screening = screen_raters(result.usable, _data_truth(truth),
+                              ScreenConfig(**_given(drop_k=drop_k)), table,
+                              settings) if truth or drop_k is not None else None
+    files = write_report(out, result, table, screening, annotation=settings)
     console.print(f"wrote {files.html} ({len(result.report.problems)} problem(s) listed)")
     _data_print_problems(result.report.problems)
+    if screening:
+        console.print(f"screening: {screening.summary()}", soft_wrap=True, markup=False)
+        if not screening.ok:
+            short = sum(p.severity == "error" for p in screening.problems)
+            console.print(f"[yellow]this drop would leave {short} video(s) under their minimum "
+                          "number of raters (listed in the report); `qsave data screen` "
+                          "refuses it[/yellow]", soft_wrap=True)
+    short = int((files.review["raters_to_add"] > 0).sum())
+    console.print(f"{len(files.review)} perfect-score video/dimension pair(s) queued for expert "
+                  f"review (App. C.1; {short} with fewer raters than it asks): "
+                  f"{files.tables['review']}", soft_wrap=True, markup=False)
 
 
 # --- score ---------------------------------------------------------------------------------
@@ -440,8 +537,12 @@ _VideoMode = Annotated[str | None, typer.Option(
 _VideoConfig = Annotated[Path | None, typer.Option(
     help="YAML/JSON of VideoConfig fields, merged over the checkpoint's video settings.")]
 _MaxNewTokens = Annotated[int | None, typer.Option(
-    help=f"Rationale length limit with --explain (default: the checkpoint's, else "
-         f"{_SPEC.max_new_tokens}).")]
+    help=f"Rationale length limit with --explain or --think-first-reading generate (default: "
+         f"the checkpoint's, else {_SPEC.max_new_tokens}).")]
+_ThinkFirstReading = Annotated[str | None, typer.Option(
+    help=f"Think-first checkpoints without --explain: read the rating after a generated "
+         f"analysis (generate) or after an empty <think></think> (empty-think) (default: "
+         f"{_SPEC.think_first_reading.value}).")]
 _Limits = Annotated[Path | None, typer.Option(
     help="YAML/JSON of InputLimits fields: max_prompt_chars (default "
          f"{_SPEC.limits.max_prompt_chars}), max_prompt_tokens ({_SPEC.limits.max_prompt_tokens})"
@@ -451,7 +552,7 @@ _Limits = Annotated[Path | None, typer.Option(
 
 
 def _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format, video_mode,
-                 video_config, max_new_tokens, limits=None):
+                 video_config, max_new_tokens, limits=None, think_first_reading=None):
     """The ScorerSpec of the model flags over the checkpoint's saved settings (printed)."""
     from qsave.spec import resolve_spec
 
@@ -461,7 +562,8 @@ def _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format
     spec, source = resolve_spec(model, backend=backend, revision=revision, adapter=adapter,
                                 device=device, dtype=dtype, answer_format=answer_format,
                                 video=video or None, max_new_tokens=max_new_tokens,
-                                limits=_load_mapping(limits, "limits") if limits else None)
+                                limits=_load_mapping(limits, "limits") if limits else None,
+                                think_first_reading=think_first_reading)
     if source is not None:
         console.print(f"scorer settings of the checkpoint: {source} (answer format "
                       f"{spec.answer_format.value}, {spec.video.mode} frames)")
@@ -510,6 +612,7 @@ def score_command(
     video_mode: _VideoMode = None,
     video_config: _VideoConfig = None,
     max_new_tokens: _MaxNewTokens = None,
+    think_first_reading: _ThinkFirstReading = None,
     limits: _Limits = None,
     ray: Annotated[bool, typer.Option(help="Score on Ray Data (actors holding models).")] = False,
     ray_actors: _RayActors = None,
@@ -539,7 +642,7 @@ def score_command(
         check_output(out)
     sources = scan(source, prompt, prompts)
     spec = _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format,
-                        video_mode, video_config, max_new_tokens, limits)
+                        video_mode, video_config, max_new_tokens, limits, think_first_reading)
     check_model(spec.model, (TINY, TINY_DEMO), spec.revision)
     if ray:
         run = _score_on_ray(sources.items, Path(out), spec, dims, explain, batch_size,
@@ -811,6 +914,7 @@ def serve_command(
     video_mode: _VideoMode = None,
     video_config: _VideoConfig = None,
     max_new_tokens: _MaxNewTokens = None,
+    think_first_reading: _ThinkFirstReading = None,
     limits: _Limits = None,
 ) -> None:
     """Serve the evaluator over HTTP: /score, /reward (one reward per video), /health, /metrics."""
@@ -820,7 +924,8 @@ def serve_command(
 
     parsed = json.loads(weights) if weights else None
     scorer = _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format,
-                          video_mode, video_config, max_new_tokens, limits)
+                          video_mode, video_config, max_new_tokens, limits,
+                          think_first_reading)
     config = ServeConfig(scorer=scorer, **_given(
         host=host, port=port, token=_serve_token(token_file), max_decodes=max_decodes,
         allowed_root=str(allowed_root) if allowed_root else None, max_video_mb=max_video_mb,

@@ -27,6 +27,11 @@ class ModelError(QsaveError):
     """A checkpoint or tokenizer cannot be used as a Q-Save evaluator."""
 
 
+class UnclosedAnalysisError(ModelError):
+    """A think-first analysis did not close ``</think>`` within ``max_new_tokens`` (or ended
+    the turn first): there is no rating position to read (Sec. 3.4.1, 4.2.2)."""
+
+
 class ConfigError(QsaveError):
     """A configuration value is invalid; the message quotes the value."""
 

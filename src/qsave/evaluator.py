@@ -24,8 +24,9 @@ from typing import Any, BinaryIO
 
 from qsave.dimensions import Dimension
 from qsave.errors import ConfigError, PromptError, QsaveError
+from qsave.prompts import AnswerFormat
 from qsave.scores import DimensionScore, ItemError, ModelInfo, VideoResult, content_hash
-from qsave.spec import ScorerSpec, parse_dimensions, resolve_spec
+from qsave.spec import ScorerSpec, ThinkFirstReading, parse_dimensions, resolve_spec
 from qsave.video.inputs import PreparedVideo, prepare_video
 
 # Failures of one batch that are retried video by video, so that one bad item cannot sink the
@@ -139,8 +140,10 @@ class Evaluator:
             "video": self.spec.video.to_dict(),
             "backend": self.spec.backend,
         }
-        if explain:
-            settings["max_new_tokens"] = self.spec.max_new_tokens
+        if self.spec.answer_format is AnswerFormat.THINK_FIRST and not explain:
+            settings["think_first_reading"] = self.spec.think_first_reading.value
+        if explain or settings.get("think_first_reading") == ThinkFirstReading.GENERATE:
+            settings["max_new_tokens"] = self.spec.max_new_tokens  # a generated text's limit
         return settings
 
     def score(self, video: Video, prompt: str | None = None, *,

@@ -1,4 +1,4 @@
-"""Registries for pluggable parts (STYLE.md, item 8): defect kinds, rationale policies, rewards,
+"""Registries for pluggable parts (STYLE.md, item 8): defect kinds, describers, rewards,
 benchmark adapters… A name can be registered once; an unknown name lists the valid ones.
 
 >>> colours = Registry("colour")

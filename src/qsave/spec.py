@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ SPEC_FILE = "qsave_scorer.json"  # saved beside every checkpoint qsave trains
 BACKENDS = ("transformers", "vllm")
 DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # names --dtype accepts
 CHECKPOINT_FIELDS = ("answer_format", "video", "max_new_tokens", "dimensions")  # what it saves
+
+
+class ThinkFirstReading(StrEnum):
+    """Where score-only reads the rating of a think-first checkpoint (``<think>analysis</think>
+    Rating``, Sec. 3.4.1; the rating logits, Sec. 4.2.2). Explain mode always generates."""
+
+    GENERATE = "generate"  # after a greedy analysis and the generated </think>, as trained
+    EMPTY_THINK = "empty-think"  # after a forced empty <think></think>: no generation
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,8 @@ class ScorerSpec:
     attn_implementation: str = "sdpa"  # transformers attention backend
     answer_format: AnswerFormat = AnswerFormat.RATING_FIRST  # where the rating is read
     video: VideoConfig = field(default_factory=VideoConfig)  # decoding, SlowFast, budget
-    max_new_tokens: int = 256  # rationale length limit in explain mode
+    max_new_tokens: int = 256  # rationale length limit (explain; think-first "generate")
+    think_first_reading: ThinkFirstReading = ThinkFirstReading.GENERATE  # score-only, think-first
     dimensions: tuple[Dimension, ...] = DIMENSIONS  # scored when a call names none
     limits: InputLimits = field(default_factory=InputLimits)  # what one input may cost
 
@@ -98,6 +108,18 @@ class ScorerSpec:
             valid = ", ".join(f.value for f in AnswerFormat)
             raise ConfigError(f"unknown answer format {self.answer_format!r}; valid: "
                               f"{valid}") from None
+        try:
+            object.__setattr__(self, "think_first_reading",
+                               ThinkFirstReading(self.think_first_reading))
+        except ValueError:
+            valid = ", ".join(r.value for r in ThinkFirstReading)
+            raise ConfigError(f"unknown think-first reading {self.think_first_reading!r}; "
+                              f"valid: {valid}") from None
+        if (self.backend == "vllm" and self.answer_format is AnswerFormat.THINK_FIRST
+                and self.think_first_reading is ThinkFirstReading.GENERATE):
+            raise ConfigError("the vllm backend reads a think-first checkpoint only after an "
+                              "empty <think></think>: set think_first_reading to empty-think, "
+                              "or use the transformers backend")
         if isinstance(self.video, dict):
             object.__setattr__(self, "video", VideoConfig.from_dict(self.video))
         if isinstance(self.limits, dict):
@@ -109,6 +131,7 @@ class ScorerSpec:
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["answer_format"] = self.answer_format.value
+        values["think_first_reading"] = self.think_first_reading.value
         values["dimensions"] = [d.value for d in self.dimensions]
         return values
 

@@ -256,10 +256,11 @@ def test_drop_k_least_accurate_then_recompute_mos() -> None:
 
 def test_thresholds_rank_by_mae_and_unscreened_raters() -> None:
     ratings, truth = _calibration()
-    by_mae = screen_raters(ratings, truth_table(truth), ScreenConfig(max_mae=0.8, rank_by="mae"))
+    by_mae = screen_raters(ratings, truth_table(truth), ScreenConfig(drop_k=0, max_mae=0.8,
+                                                                 rank_by="mae"))
     assert by_mae.dropped == ["constant", "reverse", "shifted"]
     assert by_mae.raters["rater_id"].iloc[-1] == "reverse"  # largest MAE ranks last
-    by_srcc = screen_raters(ratings, truth_table(truth), ScreenConfig(min_srcc=0.5))
+    by_srcc = screen_raters(ratings, truth_table(truth), ScreenConfig(drop_k=0, min_srcc=0.5))
     assert by_srcc.dropped == ["constant", "reverse"]
     partial = truth_table(truth.head(3))  # only three calibration items
     result = screen_raters(ratings, partial, ScreenConfig(drop_k=1, min_items=5))

@@ -1,4 +1,4 @@
-"""Training records: CoT format, R(s), rationale policies, JSONL round trip, validation."""
+"""Training records: CoT format, R(s), rationale sources, JSONL round trip, validation."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import pandas as pd
 import pytest
 
 from qsave.data.annotations import MOS_COLUMNS, normalize_videos
+from qsave.data.describe import Clip, make_describer, no_reason_given
 from qsave.data.records import (
-    RATIONALE_POLICIES,
     RecordConfig,
     build_messages,
     build_records,
-    get_rationale_policy,
     load_records,
-    register_rationale_policy,
     write_records,
 )
 from qsave.dimensions import Dimension
@@ -66,29 +64,30 @@ def test_records_follow_sec_3_4(tmp_path) -> None:
                                    "content": [{"type": "text", "text": record.target}]}
 
 
-def test_default_rationale_policy_and_missing_attribution(tmp_path) -> None:
+def test_strengths_and_missing_attribution(tmp_path) -> None:
     result = build_records(_videos(tmp_path), MOS)
     by_id = {r.id: r for r in result.records}
-    visual = by_id["a:visual"]  # MOS 4.6 ≥ 4 and no attribution: the documented policy
-    assert visual.rationale_source == "policy:criteria"
-    assert parse_answer(visual.target).rationale == get_rationale_policy("criteria")(
-        Dimension.VISUAL, "Excellent")
-    assert "sharpness and clarity" in visual.target
+    visual = by_id["a:visual"]  # MOS 4.6 ≥ 4: what the clip shows well, from its prompt
+    assert visual.rationale_source == "strengths"
+    assert parse_answer(visual.target).rationale == make_describer("template")(
+        Dimension.VISUAL, [], Clip("a red ball"))
+    assert '"a red ball"' in visual.target
+    unannotated = by_id["b:dynamic"]  # MOS 3.0 < 4, nothing names the problem
+    assert unannotated.rationale_source == "unannotated"
+    assert parse_answer(unannotated.target).rationale == no_reason_given(Dimension.DYNAMIC)
     warnings = {(p.kind, p.video_id, p.dimension, p.severity) for p in result.problems}
     assert warnings == {("missing_attribution", "b", "dynamic", "warning"),
                         ("missing_attribution", "b", "alignment", "warning")}
 
 
 def test_rater_reasons_rating_first_and_system(tmp_path) -> None:
-    config = RecordConfig(answer_format="rating-first", system="You rate videos.",
-                          rationale_policy="brief")
-    reasons = {("b", "dynamic"): ["jerky motion", "frozen frames"]}
+    config = RecordConfig(answer_format="rating-first", system="You rate videos.")
+    reasons = {("b", "dynamic"): ["jerky motion", "Frozen"]}  # free text, then a reason code
     result = build_records(_videos(tmp_path), MOS, config, reasons)
     by_id = {r.id: r for r in result.records}
-    assert by_id["b:dynamic"].target == "Fair<think>jerky motion; frozen frames.</think>"
+    assert by_id["b:dynamic"].target == "Fair<think>Jerky motion. The video freezes.</think>"
     assert by_id["b:dynamic"].rationale_source == "rater_reasons"
-    assert by_id["b:visual"].target == (
-        "Excellent<think>No noticeable problems in visual quality.</think>")
+    assert by_id["b:visual"].target.startswith('Excellent<think>The frames of "a blue cube"')
     assert [m["role"] for m in by_id["b:visual"].messages] == ["system", "user", "assistant"]
     assert "Rating<think>Your analysis here</think>" in by_id["b:visual"].messages[1][
         "content"][1]["text"]
@@ -102,22 +101,20 @@ def test_missing_mos_unknown_video_and_split_filter(tmp_path) -> None:
     assert kinds == {("missing_mos", "a", "alignment"), ("unknown_video", "zz", None)}
 
 
-def test_policy_registry() -> None:
-    with pytest.raises(ConfigError, match="valid: brief, criteria"):
-        get_rationale_policy("nothing")
-    with pytest.raises(ConfigError, match="already registered"):
-        register_rationale_policy("criteria")(lambda dim, rating: "x")
-    with pytest.raises(ConfigError, match="unknown rationale policy"):
-        RecordConfig(rationale_policy="nothing")
+def test_describer_registry(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="unknown describer 'nothing'; valid: lmm, template"):
+        RecordConfig(describer="nothing")
+    with pytest.raises(ConfigError, match="writes with a model"):
+        build_records(_videos(tmp_path), MOS, RecordConfig(describer="lmm"))
+    with pytest.raises(ConfigError, match="takes no model"):
+        make_describer("template", object())
 
-    @register_rationale_policy("test-only")
-    def _policy(dimension: Dimension, rating: str) -> str:
-        return f"{dimension.value} is {rating}"
+    def shout(dimension, reasons, clip):
+        return f"{dimension.value}: {len(reasons)} reason(s) about {clip.prompt}"
 
-    try:
-        assert get_rationale_policy("test-only")(Dimension.VISUAL, "Good") == "visual is Good"
-    finally:
-        del RATIONALE_POLICIES["test-only"]
+    result = build_records(_videos(tmp_path), MOS, describer=shout)
+    assert parse_answer({r.id: r for r in result.records}["a:visual"].target).rationale == \
+        "visual: 0 reason(s) about a red ball"
 
 
 def test_write_and_load_round_trip(tmp_path) -> None:

@@ -51,6 +51,8 @@ def test_report_files_and_html(tmp_path) -> None:
                     "Inter-rater agreement", "Overall vs. the mean", "Problems (2)"):
         assert section in page
     assert "out_of_range" in page and "rater variance" in page.lower()
+    assert "Perfect-score review queue (0)" in page  # each video's raters disagree here
+    assert list(pd.read_csv(files.tables["review"]).columns)[-2:] == ["adjusted_score", "note"]
     mos = pd.read_csv(files.tables["mos"])
     assert len(mos) == 6 * 4
     assert pd.read_csv(files.tables["problems"])["kind"].tolist() == ["out_of_range",
@@ -77,8 +79,8 @@ def test_cli_reports_bad_input_and_exits_non_zero(tmp_path, capsys) -> None:
               "--scale-high", "6", "--min-raters-train", "1")
     assert ok == 1  # the 6 is now in range, but r0 rated v0/visual twice
     assert _run("records", "--videos", tmp_path / "videos.csv", "--out", tmp_path / "r.jsonl",
-                "--rationale-policy", "nothing") == 1  # a ConfigError, printed
-    assert "unknown rationale policy 'nothing'" in capsys.readouterr().err
+                "--describer", "nothing") == 1  # a ConfigError, printed
+    assert "unknown describer 'nothing'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +99,14 @@ def test_end_to_end_on_the_synthetic_corpus(corpus, tmp_path) -> None:
     unreliable = json.loads((corpus / "raters.json").read_text())["unreliable"]
     assert _run("mos", "--ratings", ratings, "--videos", manifest, "--out",
                 tmp_path / "mos.csv", "--raters", corpus / "raters.json") == 0
-    # Sample and Scrutinize against the manifest's ground-truth MOS finds the random raters
-    assert _run("screen", "--ratings", ratings, "--truth", manifest, "--drop-k", len(unreliable),
-                "--out", tmp_path / "screened.csv", "--mos", tmp_path / "mos_screened.csv") == 0
+    # Sample and Scrutinize against the manifest's ground-truth MOS finds the random raters;
+    # the paper's default (drop 6) would leave 3-rater videos short and is refused, so the
+    # drop and the lower minimums are set explicitly
+    screen = ["screen", "--ratings", ratings, "--truth", manifest, "--videos", manifest,
+              "--out", tmp_path / "screened.csv", "--mos", tmp_path / "mos_screened.csv"]
+    assert _run(*screen) == 1 and not (tmp_path / "screened.csv").exists()
+    assert _run(*screen, "--drop-k", len(unreliable), "--min-raters-train", 1,
+                "--min-raters-test", 1, "--min-raters-rl", 1) == 0
     raters = pd.read_csv(tmp_path / "screened.raters.csv")
     assert sorted(raters.loc[raters["dropped"], "rater_id"]) == sorted(unreliable)
     screened = load_ratings(tmp_path / "screened.csv")

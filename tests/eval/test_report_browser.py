@@ -122,3 +122,55 @@ def test_screenshot(report_html, tmp_path):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(data[16:20], "big") == 1400
+
+
+PREFERENCE_PROBE = """<script>
+const box = e => e.getBoundingClientRect();
+const scroller = document.querySelector('table.summary').parentElement;
+document.body.setAttribute('data-probe', JSON.stringify({
+  page_scroll: document.documentElement.scrollWidth - innerWidth,
+  summary_cut: scroller.scrollWidth > scroller.clientWidth + 1,
+  summary_scrolls: getComputedStyle(scroller).overflowX === 'auto',
+  visible_tables: [...document.querySelectorAll('table')].filter(t => t.checkVisibility()).length,
+}));
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def preference_html(tmp_path_factory):
+    """A VideoGen-RewardBench report of 40 pairs over five generators, rows with rating
+    probabilities: instance, model-level and calibrated preference in one summary."""
+    folder = tmp_path_factory.mktemp("preference")
+    rng = np.random.default_rng(5)
+    lines = ["prompt,path_A,path_B,A_model,B_model,VQ,MQ,TA,Overall"]
+    rows = {}
+    for k in range(40):
+        a, b = f"{GENERATORS[k % 5]}/{k}a.mp4", f"{GENERATORS[(k + 1) % 5]}/{k}b.mp4"
+        labels = rng.choice(["A", "B", "same"], 4)
+        lines.append(f"p,{a},{b},{a.split('/')[0]},{b.split('/')[0]},{','.join(labels)}")
+        for video in (a, b):
+            probs = {d: rng.dirichlet(np.ones(5)) for d in DIMENSIONS}
+            row = score_row(video, {d: float(p @ [0, .25, .5, .75, 1]) for d, p in probs.items()})
+            for d, p in probs.items():
+                row["scores"][d]["probs"] = dict(zip(RATINGS, p.tolist(), strict=True))
+            rows[video] = row
+    (folder / "pairs.csv").write_text("\n".join(lines) + "\n")
+    (folder / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+    report = evaluate(load_predictions(folder / "p.jsonl"),
+                      load_truth(folder / "pairs.csv", "videogen-rewardbench"),
+                      EvalConfig(n_resamples=0))
+    page = write_html(report, folder / "report.html")
+    probed = folder / "probed.html"
+    probed.write_text(page.read_text().replace("</body>", PREFERENCE_PROBE + "</body>"))
+    return probed, report
+
+
+@pytest.mark.parametrize("width", [1400, 480])
+def test_preference_report_fits_the_window(preference_html, width):
+    probed, report = preference_html
+    assert all("skipped" not in e["calibrated"] for e in report.preference.values())
+    probe = _probe(probed, width)
+    assert probe["page_scroll"] <= 0 and probe["summary_scrolls"]
+    assert probe["summary_cut"] == (width < 1400)  # whole on a wide window, else scrolls in its box
+    # provenance, summary, details, model level, calibrated; the generator tables are folded
+    assert probe["visible_tables"] == 5

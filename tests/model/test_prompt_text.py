@@ -2,7 +2,10 @@
 special tokens, in scoring (``scorer.prompt_parts`` and the explain path) and in training
 records (SFT, GRPO, cool-off), on the tiny model."""
 
+import copy
+
 import pytest
+import torch
 
 from helpers import evaluator_on
 from qsave.data.records import TrainingRecord, build_messages
@@ -130,8 +133,13 @@ def test_a_video_pad_prompt_scores_and_does_not_split_the_batch(tiny, clips, mon
 
 @pytest.mark.parametrize("fmt", list(AnswerFormat))
 def test_explain_with_a_control_token_prompt(tiny, clips, fmt):
-    setup = scorer.ScoringSetup(tiny.model, tiny.processor,
-                                rating_token_ids(tiny.processor.tokenizer, fmt), fmt, 3)
+    model = tiny.model
+    if fmt is AnswerFormat.THINK_FIRST:  # the rating follows </think>: make the random model
+        model = copy.deepcopy(model)  # close its analysis (7 tokens here), the row doubled
+        with torch.no_grad():
+            model.lm_head.weight[tiny.processor.tokenizer.convert_tokens_to_ids(THINK_CLOSE)] *= 2
+    setup = scorer.ScoringSetup(model, tiny.processor,
+                                rating_token_ids(tiny.processor.tokenizer, fmt), fmt, 12)
     video = prepare_video(clips[0], VideoConfig())
     results = scorer.explain(setup, [scorer.VideoPrompt(video, INJECTED)], [Dimension.VISUAL])
     assert results[0][Dimension.VISUAL].rationale is not None

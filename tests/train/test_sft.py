@@ -109,7 +109,8 @@ def test_lora_gradients_reach_the_adapters(tiny, collator, corpus_records):
 
 def test_one_trainer_step_then_resume(tmp_path, corpus_records):
     records = corpus_records["train"][:2]
-    config = SFTConfig(max_steps=1, batch_size=2, save_steps=1, logging_steps=1,
+    config = SFTConfig(max_steps=1, batch_size=2, effective_batch_size=2, save_steps=1,
+                       logging_steps=1,
                        optim=OptimConfig(learning_rate=1e-3),
                        video={"mode": "uniform", "uniform_fps": 8.0})
     model_config = ModelConfig(seed=0)

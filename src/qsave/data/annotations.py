@@ -560,9 +560,16 @@ RANK_KEYS = ("srcc", "mae")
 
 @dataclass(frozen=True)
 class ScreenConfig:
-    """Sample and Scrutinize (App. C.1): rank raters on a calibration subset, drop the worst."""
+    """Sample and Scrutinize (App. C.1): rank raters on a calibration subset, drop the worst.
 
-    drop_k: int = 0  # drop the k least accurate raters (the paper drops 6)
+    ``drop_k=None`` takes the default of the reference: with an expert ground truth the
+    paper's ``drop_k_expert``; against the leave-one-out MOS of the raters themselves (no
+    expert subset) ``drop_k_consensus``, i.e. raters are ranked and reported, not dropped.
+    """
+
+    drop_k: int | None = None  # drop the k least accurate; None: the reference's default below
+    drop_k_expert: int = 6  # App. C.1: "exclude the 6 least accurate annotators" (vs. experts)
+    drop_k_consensus: int = 0  # no expert truth: the rank is against the raters' own consensus
     min_srcc: float | None = None  # also drop raters whose SRCC is below this
     max_mae: float | None = None  # also drop raters whose MAE is above this
     rank_by: str = "srcc"  # primary key: "srcc" (ties by MAE) or "mae" (ties by SRCC)
@@ -571,26 +578,69 @@ class ScreenConfig:
     def __post_init__(self) -> None:
         if self.rank_by not in RANK_KEYS:
             raise ConfigError(f"unknown rank_by {self.rank_by!r}; valid: {', '.join(RANK_KEYS)}")
-        if self.drop_k < 0:
-            raise ConfigError(f"drop_k ({self.drop_k}) must be ≥ 0")
+        for name in ("drop_k", "drop_k_expert", "drop_k_consensus"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} ({value}) must be ≥ 0")
         if self.min_items < 2:
             raise ConfigError(f"min_items ({self.min_items}) must be ≥ 2 for a correlation")
+
+    def resolve_drop_k(self, expert: bool) -> tuple[int, str]:
+        """How many raters to drop by rank, and where that number comes from.
+
+        >>> ScreenConfig().resolve_drop_k(expert=True)
+        (6, 'App. C.1 default with an expert ground truth')
+        >>> ScreenConfig(drop_k=0).resolve_drop_k(expert=True)
+        (0, 'set explicitly')
+        """
+        if self.drop_k is not None:
+            return self.drop_k, "set explicitly"
+        if expert:
+            return self.drop_k_expert, "App. C.1 default with an expert ground truth"
+        return self.drop_k_consensus, ("default without an expert ground truth; App. C.1 drops "
+                                       "raters only against experts")
 
 
 @dataclass
 class ScreeningResult:
-    """Per-rater agreement with the reference and who is dropped."""
+    """Per-rater agreement with the reference, who is dropped, and why that many.
+
+    ``problems`` holds warnings (unscreened raters) and errors: the videos that the drop would
+    leave under their split's minimum number of raters. :meth:`apply` refuses while there is
+    an error.
+    """
 
     raters: pd.DataFrame  # rater_id, n_items, srcc, mae, rank, dropped, reason
     problems: list[Problem]
-    reference: str = "expert ground truth"  # or "leave-one-out MOS"
+    reference: str  # "expert ground truth" or "leave-one-out MOS"
+    drop_k: int  # raters dropped by rank
+    drop_k_source: str  # where drop_k comes from (set, or the reference's default)
 
     @property
     def dropped(self) -> list[str]:
         return sorted(self.raters.loc[self.raters["dropped"], "rater_id"])
 
+    @property
+    def ok(self) -> bool:
+        """True when dropping leaves every video its minimum number of raters."""
+        return not any(p.severity == "error" for p in self.problems)
+
+    def summary(self) -> str:
+        """One line: the reference, drop_k and its source, who is dropped."""
+        return (f"reference: {self.reference}; drop_k {self.drop_k} ({self.drop_k_source}); "
+                f"dropped {len(self.dropped)} rater(s): {', '.join(self.dropped) or '–'}")
+
     def apply(self, ratings: pd.DataFrame) -> pd.DataFrame:
-        """The ratings without the dropped raters (recompute the MOS from them)."""
+        """The ratings without the dropped raters (recompute the MOS from them).
+
+        Raises :class:`AnnotationError` listing the videos left short when not :attr:`ok`.
+        """
+        errors = [p for p in self.problems if p.severity == "error"]
+        if errors:
+            listed = "\n".join(f"  {p}" for p in errors)
+            raise AnnotationError(f"screening refused: dropping {', '.join(self.dropped)} would "
+                                  f"leave {len(errors)} video(s) under their minimum number "
+                                  f"of raters:\n{listed}")
         return ratings[~ratings["rater_id"].isin(set(self.dropped))].copy()
 
 
@@ -656,16 +706,39 @@ def _srcc(a: pd.Series, b: pd.Series) -> float:
 
 
 def screen_raters(ratings: pd.DataFrame, truth: pd.DataFrame | None = None,
-                  config: ScreenConfig | None = None) -> ScreeningResult:
+                  config: ScreenConfig | None = None, videos: pd.DataFrame | None = None,
+                  annotation: AnnotationConfig | None = None) -> ScreeningResult:
     """Sample and Scrutinize (App. C.1): rank raters by agreement and mark who is dropped.
 
     Raters are ranked from most to least accurate (SRCC descending, MAE ascending; an
-    undefined SRCC ranks last). The ``drop_k`` last ones are dropped, and any rater under
-    ``min_srcc`` or over ``max_mae``. Raters with under ``min_items`` calibration ratings
-    are not ranked; they are kept and reported as a warning.
+    undefined SRCC ranks last). The ``drop_k`` last ones are dropped (see
+    :meth:`ScreenConfig.resolve_drop_k`), and any rater under ``min_srcc`` or over
+    ``max_mae``. Raters with under ``min_items`` calibration ratings are not ranked; they are
+    kept and reported as a warning. A (video, dimension) that had its split's minimum number
+    of raters (``annotation``, Sec. 3.3: 3 train, 12 test; ``videos`` gives the split) and
+    would fall under it is an error: nothing is dropped silently.
     """
     config = config or ScreenConfig()
-    table = rater_agreement(ratings, truth)
+    drop_k, source = config.resolve_drop_k(expert=truth is not None)
+    table = _rank_raters(rater_agreement(ratings, truth), config)
+    n_ranked = int(table["rank"].notna().sum())
+    table["reason"] = [_drop_reason(row, n_ranked, drop_k, source, config)
+                       for _, row in table.iterrows()]
+    table["dropped"] = table["reason"].astype(bool)
+    problems = [Problem("unscreened", f"rater {r['rater_id']!r} has {r['n_items']} calibration "
+                        f"rating(s), under {config.min_items}; kept without screening",
+                        "ratings", severity="warning")
+                for _, r in table[table["rank"].isna()].iterrows()]
+    dropped = set(table.loc[table["dropped"], "rater_id"])
+    problems += _shortfall_problems(ratings, dropped, videos, annotation or AnnotationConfig())
+    return ScreeningResult(table[["rater_id", "n_items", "srcc", "mae", "rank", "dropped",
+                                  "reason"]], problems,
+                           "expert ground truth" if truth is not None else "leave-one-out MOS",
+                           drop_k, source)
+
+
+def _rank_raters(table: pd.DataFrame, config: ScreenConfig) -> pd.DataFrame:
+    """The agreement table with a ``rank`` (1 = most accurate; NaN: too few items), sorted."""
     ranked = table[table["n_items"] >= config.min_items].copy()
     order = ["srcc", "mae"] if config.rank_by == "srcc" else ["mae", "srcc"]
     ranked["_srcc_key"] = -ranked["srcc"].fillna(-math.inf)
@@ -673,31 +746,57 @@ def screen_raters(ratings: pd.DataFrame, truth: pd.DataFrame | None = None,
     ranked = ranked.sort_values([*keys, "rater_id"], na_position="last")
     ranked["rank"] = np.arange(1, len(ranked) + 1)
     table = table.merge(ranked[["rater_id", "rank"]], on="rater_id", how="left")
-    table["reason"] = [_drop_reason(row, len(ranked), config) for _, row in table.iterrows()]
-    table["dropped"] = table["reason"].astype(bool)
-    problems = [Problem("unscreened", f"rater {r['rater_id']!r} has {r['n_items']} calibration "
-                        f"rating(s), under {config.min_items}; kept without screening",
-                        "ratings", severity="warning")
-                for _, r in table[table["rank"].isna()].iterrows()]
-    table = table.sort_values(["rank", "rater_id"], na_position="last").reset_index(drop=True)
-    return ScreeningResult(table[["rater_id", "n_items", "srcc", "mae", "rank", "dropped",
-                                  "reason"]], problems,
-                           "expert ground truth" if truth is not None else "leave-one-out MOS")
+    return table.sort_values(["rank", "rater_id"], na_position="last").reset_index(drop=True)
 
 
-def _drop_reason(row: pd.Series, n_ranked: int, config: ScreenConfig) -> str:
+def _drop_reason(row: pd.Series, n_ranked: int, drop_k: int, source: str,
+                 config: ScreenConfig) -> str:
     """Why this rater is dropped ("" when kept)."""
     if pd.isna(row["rank"]):
         return ""
     reasons = []
-    if row["rank"] > n_ranked - config.drop_k:
-        reasons.append(f"among the {config.drop_k} least accurate (rank {int(row['rank'])} of "
-                       f"{n_ranked})")
+    if row["rank"] > n_ranked - drop_k:
+        reasons.append(f"among the {drop_k} least accurate (rank {int(row['rank'])} of "
+                       f"{n_ranked}; drop_k: {source})")
     if config.min_srcc is not None and not row["srcc"] >= config.min_srcc:
         reasons.append(f"SRCC {row['srcc']:.3f} < {config.min_srcc}")
     if config.max_mae is not None and not row["mae"] <= config.max_mae:
         reasons.append(f"MAE {row['mae']:.3f} > {config.max_mae}")
     return "; ".join(reasons)
+
+
+def _shortfall_problems(ratings: pd.DataFrame, dropped: set[str], videos: pd.DataFrame | None,
+                        config: AnnotationConfig) -> list[Problem]:
+    """One problem per video with a dimension that meets its split's minimum number of raters
+    and would not after the drop: an error, a warning when only ``overall`` falls short (as
+    in :func:`check_ratings`)."""
+    if not dropped:
+        return []
+    keys = ["video_id", "dimension"]
+    before = ratings.groupby(keys)["rater_id"].nunique().rename("before")
+    kept = ratings[~ratings["rater_id"].isin(dropped)]
+    counts = before.to_frame().join(kept.groupby(keys)["rater_id"].nunique().rename("after"))
+    counts = counts.fillna(0).astype(int).reset_index()
+    split_of = {} if videos is None else dict(zip(videos["video_id"], videos["split"],
+                                                  strict=True))
+    counts["split"] = counts["video_id"].map(split_of)
+    counts["need"] = counts["split"].map(config.min_raters)
+    short = counts[(counts["before"] >= counts["need"]) & (counts["after"] < counts["need"])]
+    problems = []
+    for video, group in short.groupby("video_id", sort=True):
+        split, need = group["split"].iloc[0], int(group["need"].iloc[0])
+        split = split if isinstance(split, str) else "no split"
+        by_count: dict[tuple[int, int], list[str]] = {}
+        for dim, after, n in zip(group["dimension"], group["after"], group["before"],
+                                 strict=True):
+            by_count.setdefault((after, n), []).append(dim)
+        kept_text = "; ".join(f"{after} of {n} raters on {', '.join(dims)}"
+                              for (after, n), dims in by_count.items())
+        severity = "warning" if set(group["dimension"]) == {OVERALL} else "error"
+        problems.append(Problem("screening_shortfall", f"video {video!r} ({split}, needs "
+                                f"{need}) would keep {kept_text} after screening", "ratings",
+                                (), video, None, severity))
+    return problems
 
 
 # --- agreement statistics ------------------------------------------------------------------

@@ -7,32 +7,53 @@ its rating R(s) (Sec. 3.4.2) and the score r = (MOS − 1)/4 that the MSE loss r
 The generation prompt and the rationale are user text: both are escaped
 (:func:`qsave.prompts.escape_text`), so a control token in them stays text.
 
-Rationale: the video's attribution for the dimension (App. C.1 collects one when MOS < 4),
-else the raters' reasons, else a *rationale policy* (a registry; default ``"criteria"``).
-The default policy states, for the rating, which of the dimension's three criteria hold:
-a video with MOS ≥ 4 has no attribution by design, and its rationale says that the three
-criteria show no noticeable defect (Excellent) or at most minor imperfections (Good).
-A record whose MOS is below 4 and has no attribution still gets the policy's rationale, and
-the build reports a ``missing_attribution`` warning.
+The rationale carries evidence, never the label: the rating is read after it in the
+think-first format, so a text that gave the rating away would teach a shortcut. It comes from
+(``rationale_source``):
 
->>> policy = get_rationale_policy("criteria")
->>> print(policy(Dimension.DYNAMIC, "Excellent"))  # doctest: +NORMALIZE_WHITESPACE
-The dynamic quality meets all three criteria: smoothness, temporal coherence and
-physical plausibility show no noticeable defects.
+- MOS ≥ 4 (``strengths``): the describer's account of what the clip shows well, from its
+  scene or prompt. These videos have no attribution by design (App. C.1), and an attribution
+  or reasons given anyway are not used, so Good and Excellent get the same kind of text;
+- MOS < 4: the video's attribution (``attribution``), else the raters' reasons turned into
+  sentences by the describer (``rater_reasons``, Fig. 2 step 3), else the labelled defects of a
+  synthetic manifest (``labelled_defects``), else a sentence that the dimension falls short
+  (``unannotated``) and a ``missing_attribution`` warning.
+
+The describer is ``RecordConfig.describer`` (:mod:`qsave.data.describe`; default
+``"template"``). A rationale that names a rating word is reported (``rating_word`` warning).
+
+>>> videos = pd.DataFrame([{"video_id": "v", "path": "v.mp4", "prompt": "A red kite rises."}])
+>>> mos = pd.DataFrame({"video_id": ["v", "v"], "dimension": ["visual", "dynamic"],
+...                     "mos5": [4.1, 2.0]})
+>>> built = build_records(videos, mos, reasons={("v", "dynamic"): ["stutter"]})
+>>> for record in built.records:  # doctest: +ELLIPSIS
+...     print(record.rating, record.rationale_source, record.target)
+Good strengths <think>The frames of "A red kite rises" are crisp, ...</think>Good
+Poor rater_reasons <think>The subject stutters instead of moving smoothly.</think>Poor
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from qsave.data.annotations import LEARNED_DIMENSIONS, Problem
-from qsave.dimensions import MOS_MAX, MOS_MIN, RATINGS, Dimension, mos_to_rating, mos_to_score
+from qsave.data.describe import (
+    DESCRIBERS,
+    Clip,
+    Describer,
+    Reason,
+    defect_reasons,
+    make_describer,
+    no_reason_given,
+    rating_words,
+)
+from qsave.dimensions import MOS_MAX, MOS_MIN, Dimension, mos_to_rating, mos_to_score
 from qsave.errors import AnnotationError
 from qsave.jsonl import read_jsonl, write_jsonl
 from qsave.prompts import (
@@ -42,43 +63,8 @@ from qsave.prompts import (
     parse_answer,
     video_context,
 )
-from qsave.registry import Registry
 
 ATTRIBUTION_BELOW = 4.0  # App. C.1: attributions are collected for MOS < 4
-
-# --- rationale policies (registry) ---------------------------------------------------------
-RationalePolicy = Callable[[Dimension, str], str]  # (dimension, rating) → rationale
-RATIONALE_POLICIES: Registry[RationalePolicy] = Registry("rationale policy")
-register_rationale_policy = RATIONALE_POLICIES.register
-get_rationale_policy = RATIONALE_POLICIES.lookup
-
-
-def _criteria_names(dimension: Dimension) -> str:
-    """"sharpness and clarity, artifacts and distortions and aesthetics and composition"."""
-    names = [c.split(":", 1)[0].strip().lower() for c in dimension.criteria]
-    return f"{', '.join(names[:-1])} and {names[-1]}"
-
-
-@register_rationale_policy("criteria")
-def criteria_rationale(dimension: Dimension, rating: str) -> str:
-    """The default: name the dimension's three criteria (Sec. 3.4.1) and grade them."""
-    names = _criteria_names(dimension)
-    if rating == "Excellent":
-        return (f"The {dimension.title} meets all three criteria: {names} show no noticeable "
-                "defects.")
-    if rating == "Good":
-        return (f"The {dimension.title} is good: {names} show no clear defects, with at most "
-                "minor imperfections.")
-    return (f"The {dimension.title} is {rating.lower()}: it falls short on {names}, "
-            "though no specific defect was annotated.")
-
-
-@register_rationale_policy("brief")
-def brief_rationale(dimension: Dimension, rating: str) -> str:
-    """One short sentence that only restates the rating."""
-    if RATINGS.index(rating) >= RATINGS.index("Good"):
-        return f"No noticeable problems in {dimension.title}."
-    return f"Noticeable problems in {dimension.title}."
 
 
 # --- records -------------------------------------------------------------------------------
@@ -87,7 +73,7 @@ class RecordConfig:
     """How training records are built (Sec. 3.4)."""
 
     answer_format: AnswerFormat = AnswerFormat.THINK_FIRST  # stage 1–2; rating-first: cool-off
-    rationale_policy: str = "criteria"  # policy for videos without an attribution
+    describer: str = "template"  # reasons / clip attributes → rationale (describe.DESCRIBERS)
     use_rater_reasons: bool = True  # use raters' reasons when there is no attribution
     system: str | None = None  # optional system message
     splits: tuple[str, ...] | None = None  # only videos of these splits; None: all
@@ -95,7 +81,7 @@ class RecordConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "answer_format", AnswerFormat(self.answer_format))
-        get_rationale_policy(self.rationale_policy)
+        DESCRIBERS.lookup(self.describer)
         dims = tuple(Dimension.parse(d).value for d in self.dimensions)
         object.__setattr__(self, "dimensions", dims)
         if self.splits is not None:
@@ -121,7 +107,7 @@ class TrainingRecord:
     score: float
     mos_std: float | None = None
     n_raters: int | None = None
-    rationale_source: str = "attribution"
+    rationale_source: str = "attribution"  # or strengths, rater_reasons, labelled_defects, …
     extra: dict = field(default_factory=dict)
 
 
@@ -139,32 +125,44 @@ def build_messages(video: str, prompt: str | None, dimension: Dimension, fmt: An
     return messages
 
 
-def _attribution(video: Mapping, dim: str, reasons: dict, config: RecordConfig) -> tuple:
-    """(rationale, source) from the videos table, then the raters' reasons; else (None, "")."""
-    value = video.get(f"attribution_{dim}")
+def _rationale(video: Mapping, dim: Dimension, mos: float, reasons: dict,
+               config: RecordConfig, describer: Describer) -> tuple[str | None, str]:
+    """(rationale, source) in the order of the module docstring; (None, "") when a video with
+    MOS < 4 has neither an attribution, nor reasons, nor labelled defects."""
+    clip = Clip.from_row(video)
+    if mos >= ATTRIBUTION_BELOW:
+        return describer(dim, (), clip), "strengths"
+    value = video.get(f"attribution_{dim.value}")
     if isinstance(value, str) and value.strip():
         return value.strip(), "attribution"
-    found = reasons.get((video["video_id"], dim)) if config.use_rater_reasons else None
-    if found:
-        return "; ".join(found) + ".", "rater_reasons"
+    given = reasons.get((video["video_id"], dim.value)) if config.use_rater_reasons else None
+    if given:
+        return describer(dim, [Reason(r) for r in given], clip), "rater_reasons"
+    labelled = defect_reasons(video.get("defects"), dim)
+    if labelled:
+        return describer(dim, labelled, clip), "labelled_defects"
     return None, ""
 
 
 def _record(video: Mapping, mos_row: Mapping, reasons: dict, config: RecordConfig,
-            problems: list[Problem]) -> TrainingRecord:
+            describer: Describer, problems: list[Problem]) -> TrainingRecord:
     dim = Dimension.parse(mos_row["dimension"])
     mos = float(mos_row["mos5"])
     rating = mos_to_rating(mos)
-    rationale, source = _attribution(video, dim.value, reasons, config)
+    rationale, source = _rationale(video, dim, mos, reasons, config, describer)
+    where = {"table": "videos", "video_id": video["video_id"], "dimension": dim.value,
+             "severity": "warning"}
     if rationale is None:
-        rationale = get_rationale_policy(config.rationale_policy)(dim, rating)
-        source = f"policy:{config.rationale_policy}"
-        if mos < ATTRIBUTION_BELOW:
-            problems.append(Problem("missing_attribution", f"video {video['video_id']!r} has "
-                                    f"{dim.value} MOS {mos:.2f} < {ATTRIBUTION_BELOW} but no "
-                                    "attribution; the rationale policy was used", "videos",
-                                    video_id=video["video_id"], dimension=dim.value,
-                                    severity="warning"))
+        rationale, source = no_reason_given(dim), "unannotated"
+        problems.append(Problem("missing_attribution", f"video {video['video_id']!r} has "
+                                f"{dim.value} MOS {mos:.2f} < {ATTRIBUTION_BELOW} but no "
+                                "attribution, reasons or labelled defects; its rationale only "
+                                "says that the dimension falls short", **where))
+    found = rating_words(rationale)
+    if found:
+        problems.append(Problem("rating_word", f"the {dim.value} rationale ({source}) of video "
+                                f"{video['video_id']!r} names the rating word(s) {found}; read "
+                                "before the rating, it may give the rating away", **where))
     fmt = config.answer_format
     target = format_answer(rating, rationale, fmt)
     std, n = mos_row.get("std"), mos_row.get("n_raters")
@@ -194,15 +192,20 @@ class RecordsResult:
 
 
 def build_records(videos: pd.DataFrame, mos: pd.DataFrame, config: RecordConfig | None = None,
-                  reasons: dict[tuple[str, str], list[str]] | None = None) -> RecordsResult:
+                  reasons: dict[tuple[str, str], list[str]] | None = None,
+                  describer: Describer | None = None) -> RecordsResult:
     """Training records for every (video, learned dimension) with a MOS (Sec. 3.4).
 
     ``mos`` is a MOS table with ``mos5`` (see :func:`qsave.data.annotations.compute_mos` or
-    :func:`~qsave.data.annotations.mos_from_videos`). A selected video without a MOS for a
-    dimension, or a MOS of an unknown video, is reported and gets no record.
+    :func:`~qsave.data.annotations.mos_from_videos`); ``reasons`` the raters' reasons per
+    (video, dimension) (:func:`~qsave.data.annotations.collect_reasons`). ``describer``
+    replaces ``config.describer``, e.g. ``make_describer("lmm", loaded_model)``. A selected
+    video without a MOS for a dimension, or a MOS of an unknown video, is reported and gets
+    no record.
     """
     config = config or RecordConfig()
     reasons = reasons or {}
+    describer = describer or make_describer(config.describer)
     chosen = videos.drop_duplicates("video_id")
     if config.splits is not None:
         chosen = chosen[chosen["split"].isin(config.splits)]
@@ -220,7 +223,7 @@ def build_records(videos: pd.DataFrame, mos: pd.DataFrame, config: RecordConfig 
                                         f"{dim} MOS; no record", "videos",
                                         video_id=video["video_id"], dimension=dim))
                 continue
-            records.append(_record(video, row, reasons, config, problems))
+            records.append(_record(video, row, reasons, config, describer, problems))
     return RecordsResult(records, problems)
 
 

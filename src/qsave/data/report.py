@@ -2,7 +2,9 @@
 
 Plots follow the paper's App. C: MOS histograms per dimension (Fig. 6), per generator and
 dimension with a kernel density curve (Fig. 7), the per-video rating variance (Fig. 9), and
-each rater's agreement with the others (or with the expert ground truth when screened).
+each rater's agreement with the others (or with the expert ground truth when screened, with
+the screening's drop_k and where it comes from). The perfect-score review queue (App. C.1) is
+listed and written as ``review.csv`` for the experts to fill.
 Figures are drawn on :class:`matplotlib.figure.Figure` objects (Agg), never through pyplot,
 so no global backend is touched.
 """
@@ -22,12 +24,14 @@ from scipy import stats
 
 from qsave.data.annotations import (
     RATED_DIMENSIONS,
+    AnnotationConfig,
     MosResult,
     ScreeningResult,
     inter_rater_agreement,
     overall_consistency,
     rater_agreement,
 )
+from qsave.data.review import FILLED, ReviewConfig, review_queue
 
 BINS = np.linspace(1.0, 5.0, 17)  # 16 bins of 0.25 on the 1–5 MOS scale
 PLOTS = ("mos_by_dimension", "mos_by_generator", "rater_variance", "rater_agreement")
@@ -37,7 +41,8 @@ PLOTS = ("mos_by_dimension", "mos_by_generator", "rater_variance", "rater_agreem
 class ReportFiles:
     html: Path
     plots: dict[str, Path]
-    tables: dict[str, Path]
+    tables: dict[str, Path]  # mos, problems, agreement, raters, review (the queue to fill)
+    review: pd.DataFrame  # the perfect-score review queue (App. C.1) written to review.csv
 
 
 def _dimensions(mos: pd.DataFrame) -> list[str]:
@@ -158,8 +163,19 @@ the others, and the mean per-video variance (App. C.1, Fig. 9).</p>{{ agreement 
 {% if overall %}<h2>Overall vs. the mean of the three dimensions (App. D.2)</h2>
 <p>PLCC {{ "%.3f"|format(overall.plcc) }}, SRCC {{ "%.3f"|format(overall.srcc) }}
 over {{ overall.n_videos }} videos.</p>{% endif %}
-<h2>Raters ({{ reference }})</h2>{{ raters }}
+<h2>Raters ({{ reference }})</h2>
+{% if screening %}<p>Sample and Scrutinize (App. C.1): {{ screening }}</p>
+{% if n_refused %}<p class="error">Screening refused: dropping these raters would leave
+{{ n_refused }} video(s) under their split's minimum number of raters.</p>
+<details><summary>every video</summary>{{ refused }}</details>{% endif %}{% endif %}
+{{ raters }}
 <img src="rater_agreement.png" alt="rater agreement">
+<h2>Perfect-score review queue ({{ n_review }})</h2>
+<p>Video/dimension pairs that all their raters scored at the top of the scale. App. C.1 has
+them rated by {{ review_raters }} raters, then reviewed and adjusted by domain experts: fill
+<code>{{ filled }}</code> in <a href="review.csv">review.csv</a> and apply it with
+<code>qsave data mos --review review.csv</code>.</p>
+{% if n_review %}{{ review }}{% endif %}
 </body></html>
 """, autoescape=False)  # every table is escaped by DataFrame.to_html
 
@@ -195,8 +211,13 @@ def _mos_stats(mos: pd.DataFrame) -> pd.DataFrame:
 
 def write_report(out_dir: str | Path, result: MosResult, videos: pd.DataFrame | None = None,
                  screening: ScreeningResult | None = None,
-                 title: str = "qsave dataset report") -> ReportFiles:
-    """Write the plots, CSV tables and ``index.html`` into ``out_dir``."""
+                 title: str = "qsave dataset report",
+                 annotation: AnnotationConfig | None = None,
+                 review: ReviewConfig | None = None) -> ReportFiles:
+    """Write the plots, CSV tables, ``review.csv`` and ``index.html`` into ``out_dir``.
+
+    ``annotation`` gives the scale whose top makes a perfect score (default 1–5).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     videos_or_empty = videos if videos is not None else pd.DataFrame(
@@ -211,8 +232,12 @@ def write_report(out_dir: str | Path, result: MosResult, videos: pd.DataFrame | 
         "rater_variance": plot_rater_variance(result.usable, out / "rater_variance.png"),
         "rater_agreement": plot_rater_agreement(raters, out / "rater_agreement.png", reference),
     }
+    review = review or ReviewConfig()
+    queue = review_queue(result.usable, videos, annotation, review)
     tables = {"mos": out / "mos.csv", "problems": out / "problems.csv",
-              "agreement": out / "agreement.csv", "raters": out / "raters.csv"}
+              "agreement": out / "agreement.csv", "raters": out / "raters.csv",
+              "review": out / "review.csv"}
+    queue.to_csv(tables["review"], index=False)
     result.mos.to_csv(tables["mos"], index=False)
     result.report.to_frame().to_csv(tables["problems"], index=False)
     agreement.to_csv(tables["agreement"], index=False)
@@ -225,7 +250,21 @@ def write_report(out_dir: str | Path, result: MosResult, videos: pd.DataFrame | 
                                                 columns=["kind", "count"])),
         mos_stats=_html_table(_mos_stats(result.mos)), agreement=_html_table(agreement),
         overall=overall_consistency(result.mos), reference=html.escape(reference),
-        raters=_html_table(raters))
+        raters=_html_table(raters), **_screening_fields(screening),
+        n_review=len(queue), review=_html_table(queue.drop(columns=[FILLED, "note"])),
+        review_raters=review.min_raters, filled=FILLED)
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
-    return ReportFiles(index, plots, tables)
+    return ReportFiles(index, plots, tables, queue)
+
+
+def _screening_fields(screening: ScreeningResult | None) -> dict[str, object]:
+    """The screening summary and the videos it would leave short, for the template."""
+    if screening is None:
+        return {"screening": "", "n_refused": 0, "refused": ""}
+    refused = [p for p in screening.problems if p.kind == "screening_shortfall"]
+    frame = pd.DataFrame([p.to_dict() for p in refused],
+                         columns=["severity", "video_id", "message"])
+    return {"screening": html.escape(screening.summary()),
+            "n_refused": sum(p.severity == "error" for p in refused),
+            "refused": _html_table(frame)}

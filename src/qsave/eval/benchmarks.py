@@ -20,13 +20,16 @@ name                      published format → our dimensions                   
                           prompt, left_model, left_video, right_model,
                           right_video, vote_type; → overall
 ``videophy2-test``        CSV: video_url, caption, sa, pc[, model_name];         integer 1–5
-                          SA→alignment, PC→dynamic
+                          SA→alignment, PC→dynamic; "Avg" = mean of the two
+                          PLCC (:class:`Average`, Table 10)
 ``videoscore-bench-v2``   JSON/JSONL: video_name, prompt, visual_score,          integer 1–5
                           t2v_score, phy_score[, model]; visual→visual,
                           t2v→alignment, phy→dynamic
 ========================  =====================================================  ============
 
 A malformed row never stops the load: it is recorded in ``Truth.problems`` and skipped.
+"Overall" predictions for pairs or MOS are the mean of the available dimension scores (App. D.2;
+computed in :mod:`qsave.eval.report`).
 
 >>> sorted(BENCHMARKS)  # doctest: +NORMALIZE_WHITESPACE
 ['genai-bench', 'qsave', 't2vqa-db', 'videogen-rewardbench', 'videophy2-test',
@@ -86,6 +89,17 @@ class Scale:
     integer: bool = False
 
 
+@dataclass(frozen=True)
+class Average:
+    """A figure a benchmark reports as the mean of one instance-level metric over dimensions,
+    e.g. VideoPhy2-test's "Avg" PLCC of semantic and physical (App. D.3.2, Table 10)."""
+
+    name: str  # as the paper labels it
+    metric: str  # a key of the instance-level correlation entry: srcc, plcc, krcc, rmse
+    dimensions: tuple[str, ...]  # averaged, each weighing once
+    source: str  # where the paper defines it
+
+
 @dataclass
 class Truth:
     """A benchmark in the common in-memory form; MOS values are on the 1–5 scale."""
@@ -98,6 +112,7 @@ class Truth:
     problems: list[str] = field(default_factory=list)  # rows skipped, with the reason
     notes: list[str] = field(default_factory=list)  # protocol choices worth reporting
     excluded: list[Video] = field(default_factory=list)  # videos left out on purpose (--split)
+    averages: list[Average] = field(default_factory=list)  # dimension averages it reports
 
     def add_video(self, video: Video) -> None:
         """Register a video; the first occurrence of an id wins (pairs repeat videos)."""
@@ -405,12 +420,16 @@ def _parse_genai_row(truth: Truth, row: dict[str, Any]) -> None:
 
 # --- VideoPhy2-test -----------------------------------------------------------------------------
 VIDEOPHY2_COLUMNS = {"sa": "alignment", "pc": "dynamic"}  # semantic adherence, physical commonsense
+VIDEOPHY2_AVERAGE = Average("Avg", "plcc", ("alignment", "dynamic"),
+                            "App. D.3.2, Table 10: mean of the semantic and physical PLCC")
 
 
 @register_benchmark("videophy2-test")
 def load_videophy2_test(path: Path) -> Truth:
-    """videophysics/videophy2_test: SA → alignment, PC → dynamic, integer 1–5, no rescaling."""
-    truth = Truth(name="videophy2-test", scale=Scale(1, 5, integer=True))
+    """videophysics/videophy2_test: SA → alignment, PC → dynamic, integer 1–5, no rescaling;
+    its "Avg" is the mean of the two PLCC (Table 10)."""
+    truth = Truth(name="videophy2-test", scale=Scale(1, 5, integer=True),
+                  averages=[VIDEOPHY2_AVERAGE])
     truth.notes.append("SA→alignment, PC→dynamic; no visual dimension (D.2)")
     _each_row(truth, path, read_rows(path), _parse_videophy2_row)
     return truth
@@ -453,9 +472,12 @@ def _parse_videoscore2_row(truth: Truth, row: dict[str, Any]) -> None:
 # --- predictions --------------------------------------------------------------------------------
 @dataclass
 class Predictions:
-    """Scores read from ``qsave score`` output: id → dimension → r̂ (0..1)."""
+    """Scores read from ``qsave score`` output: id → dimension → r̂ (0..1), and the rating
+    probabilities behind each r̂ (id → dimension → p_j over :data:`~qsave.dimensions.RATINGS`,
+    ascending), when the rows hold them."""
 
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    probs: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # id → message of a failed prediction
     problems: list[str] = field(default_factory=list)  # unreadable lines, conflicts
@@ -513,6 +535,7 @@ def _add_prediction(predictions: Predictions, result: VideoResult) -> None:
         predictions.errors[result.id] = str(result.error)
     else:
         predictions.scores[result.id] = {d.value: s.score for d, s in result.scores.items()}
+        predictions.probs[result.id] = {d.value: s.probs for d, s in result.scores.items()}
 
 
 # --- matching predictions to truth --------------------------------------------------------------

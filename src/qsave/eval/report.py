@@ -7,7 +7,12 @@ skipping it silently, and computes
 * per MOS dimension: instance-level SRCC/PLCC/KRCC/RMSE with bootstrap intervals, model-level
   SRCC/PLCC on per-generator means, accuracy and relaxed accuracy on integer-scale benchmarks,
   and per-generator rankings with intervals;
-* per preference dimension: accuracy with and without ties, always with its ε and protocol;
+* per preference dimension: accuracy with and without ties, always with its ε, the scale ε is
+  on (``EvalConfig.epsilon_scale``) and its protocol; the same at model level (App. B: human win
+  rates against mean predicted scores per generator, :func:`~qsave.eval.preference.
+  model_level_preference`); and, beyond the paper, a calibrated preference from the two videos'
+  rating distributions (accuracy and log-loss; skipped, with the reason, without probabilities);
+* per benchmark, the dimension averages it reports (VideoPhy2-test's "Avg" PLCC, Table 10);
 * per MOS dimension, a confusion matrix of predicted against true rating: the true rating is
   R(human MOS) (Sec. 3.4.2), the predicted one the row's ``rating`` word when the prediction
   rows were given (``pred_path``), else R(predicted MOS).
@@ -15,11 +20,13 @@ skipping it silently, and computes
 Every report opens with its provenance: the prediction file and the model ids of its rows, the
 truth file, the benchmark, the qsave version and the date.
 
-Predictions are compared on the MOS scale ``1 + 4·r̂``; preference differences Δ use r̂ (0..1),
-the scale of the App. A tie threshold. "Overall" predictions are the mean of the available
-dimension scores (App. D.2). Renderers: :func:`print_report` (rich tables on a terminal wide
-enough for them, else plain markdown tables: a cell is never cut), :func:`report_to_json`,
-:func:`write_html` (jinja2 + matplotlib, plots embedded as PNG).
+Predictions are compared on the MOS scale ``1 + 4·r̂``; preference differences Δ and ε use r̂
+(0..1) by default, or MOS with ``epsilon_scale="mos"`` (App. A gives 0.05 without a scale; see
+:mod:`qsave.eval.preference`). "Overall" predictions are the mean of the available dimension
+scores (App. D.2); ``EvalReport.overall`` counts from which dimensions. Renderers:
+:func:`print_report` (rich tables on a terminal wide enough for them, else plain markdown
+tables: a cell is never cut), :func:`report_to_json`, :func:`write_html` (jinja2 + matplotlib,
+plots embedded as PNG).
 """
 
 from __future__ import annotations
@@ -45,11 +52,25 @@ from qsave.eval import metrics
 from qsave.eval.benchmarks import (
     DIMENSION_NAMES,
     OVERALL,
+    Pair,
     Predictions,
     Truth,
     match_predictions,
 )
-from qsave.eval.preference import DEFAULT_EPSILON, calibrate_epsilon, evaluate_pairs
+from qsave.eval.preference import (
+    DEFAULT_EPSILON,
+    EPSILON_SCALES,
+    SCALE_NAMES,
+    calibrate_epsilon,
+    delta_on_scale,
+    describe_epsilon,
+    evaluate_calibrated,
+    evaluate_pairs,
+    model_level_preference,
+    on_scale,
+    outcome_probabilities,
+    probs_problem,
+)
 from qsave.scores import read_results
 
 FITS = ("none", "logistic4", "logistic5")
@@ -61,7 +82,8 @@ SHOWN_IDS = 20  # ids listed per missing/unmatched category in reports
 class EvalConfig:
     """Settings of one evaluation; the CLI flags of ``qsave eval`` mirror these fields."""
 
-    epsilon: float = DEFAULT_EPSILON  # tie threshold on r̂ for the fixed protocol (App. A)
+    epsilon: float = DEFAULT_EPSILON  # tie threshold of the fixed protocol (App. A)
+    epsilon_scale: str = "r"  # scale of ε and Δ: r (r̂, 0..1) | mos (1–5); App. A names none
     oracle: bool = False  # calibrate ε on the test pairs themselves; reported as "oracle"
     fit: str = "none"  # none | logistic4 | logistic5: VQEG mapping of predictions before PLCC
     n_resamples: int = 1000  # bootstrap resamples for confidence intervals (0: none)
@@ -72,6 +94,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not math.isfinite(self.epsilon) or self.epsilon < 0:
             raise ConfigError(f"epsilon ({self.epsilon}) must be a finite number ≥ 0")
+        if self.epsilon_scale not in EPSILON_SCALES:
+            raise ConfigError(f"epsilon_scale ({self.epsilon_scale!r}) must be one of "
+                              f"{', '.join(EPSILON_SCALES)}")
         if self.fit not in FITS:
             raise ConfigError(f"fit ({self.fit!r}) must be one of {', '.join(FITS)}")
         if self.n_resamples < 0:
@@ -89,6 +114,11 @@ class EvalReport:
     ``confusion``: per MOS dimension, ``matrix[true][predicted]`` counts over :data:`RATINGS`
     (ascending), ``predicted`` (``"rating"``: the rows' rating word; ``"R(MOS)"``: derived from
     the predicted MOS), ``agreement`` and ``within_one`` (fractions of videos).
+    ``epsilon``: the tie threshold as every renderer states it: ``value`` (fixed; ``None`` when
+    fitted per dimension), ``scale`` (``r`` | ``mos``), ``protocol`` and ``text``.
+    ``averages``: the benchmark's dimension averages (name, metric, dimensions, values, value,
+    source). ``overall``: how "overall" was predicted and, per set of dimensions averaged, how
+    many videos.
     """
 
     benchmark: str
@@ -105,6 +135,9 @@ class EvalReport:
     points: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     confusion: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epsilon: dict[str, Any] = field(default_factory=dict)
+    averages: list[dict[str, Any]] = field(default_factory=list)
+    overall: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_missing(self) -> int:
@@ -125,6 +158,7 @@ class _Lookup:
         self.matched = match_predictions(truth, predictions)
         self.predictions = predictions
         self.ratings = ratings  # prediction id → dimension → rating word (None: rows not read)
+        self.overall_parts: dict[str, str] = {}  # video id → dimensions its overall averaged
 
     def rating(self, video_id: str, dimension: str) -> str | None:
         """The rating word of the row matched to ``video_id``, if the rows were read."""
@@ -141,15 +175,33 @@ class _Lookup:
             return math.nan, "prediction error"
         scores = self.predictions.scores[pred_id]
         if dimension == OVERALL:
-            parts = [
-                scores[d.value] for d in DIMENSIONS if math.isfinite(scores.get(d.value, math.nan))
-            ]
-            value = float(np.mean(parts)) if parts else math.nan
+            parts = self.parts(pred_id)
+            value = float(np.mean([scores[d] for d in parts])) if parts else math.nan
+            if parts:
+                self.overall_parts[video_id] = "+".join(parts)
         else:
             value = scores.get(dimension, math.nan)
         if not math.isfinite(value):
             return math.nan, f"no finite {dimension} score"
         return value, None
+
+    def parts(self, pred_id: str) -> list[str]:
+        """The dimensions of a prediction with a finite score: what its overall averages."""
+        scores = self.predictions.scores[pred_id]
+        return [d.value for d in DIMENSIONS if math.isfinite(scores.get(d.value, math.nan))]
+
+    def probs(self, video_id: str, dimension: str) -> tuple[list, str | None]:
+        """The rating distributions behind a scored video's r̂ of ``dimension`` (for overall,
+        one per dimension it averages), or ``([], reason)`` when any is absent or unusable."""
+        pred_id = self.matched[video_id]
+        scores = self.predictions.scores[pred_id]
+        probs = self.predictions.probs.get(pred_id, {})
+        dims = self.parts(pred_id) if dimension == OVERALL else [dimension]
+        for dim in dims:
+            problem = probs_problem(probs.get(dim), scores[dim])
+            if problem:
+                return [], problem
+        return [probs[dim] for dim in dims], None
 
 
 def _record_missing(counter: dict[str, list[str]], video_id: str, reason: str) -> None:
@@ -333,11 +385,12 @@ def _confusion(pred: list[float], target: list[float], words: list[str | None]) 
 
 
 # --- preference dimensions ----------------------------------------------------------------------
-def _pair_deltas(
+def _predicted_pairs(
     truth: Truth, lookup: _Lookup, dimension: str, missing: dict[str, list[str]]
-) -> tuple[list[int], list[float], Counter]:
-    """Labels and Δ = r̂_A − r̂_B of the pairs of one dimension whose two videos are predicted."""
-    labels, deltas, reasons = [], [], Counter()
+) -> tuple[list[tuple[Pair, float, float]], Counter]:
+    """The pairs of one dimension whose two videos are predicted, with both r̂; and why the
+    others are not."""
+    rows, reasons = [], Counter()
     for pair in truth.pairs:
         if pair.dimension != dimension:
             continue
@@ -348,20 +401,52 @@ def _pair_deltas(
         if reason_a or reason_b:
             reasons[reason_a or reason_b] += 1
             continue
-        labels.append(pair.label)
-        deltas.append(a - b)
-    return labels, deltas, reasons
+        rows.append((pair, a, b))
+    return rows, reasons
+
+
+def _labels_deltas(rows: list[tuple[Pair, float, float]], scale: str):
+    """Human labels and Δ = score_A − score_B on the scale of ε."""
+    labels = [pair.label for pair, _, _ in rows]
+    return labels, [delta_on_scale(a, b, scale) for _, a, b in rows]
 
 
 def _epsilon(dimension: str, config: EvalConfig, calibration: tuple[Truth, _Lookup] | None):
-    """``(ε, protocol, calibration pairs used)`` for one dimension."""
+    """``(ε, protocol, calibration pairs used)`` for one dimension, ε on the configured scale."""
     if calibration is None:
         return config.epsilon, "oracle" if config.oracle else "fixed", 0
-    labels, deltas, _ = _pair_deltas(*calibration, dimension, {})
-    if not labels:
+    rows, _ = _predicted_pairs(*calibration, dimension, {})
+    if not rows:
         raise AnnotationError(f"the calibration split has no predicted {dimension} pairs")
-    epsilon, _ = calibrate_epsilon(labels, deltas)
-    return epsilon, "calibrated", len(labels)
+    epsilon, _ = calibrate_epsilon(*_labels_deltas(rows, config.epsilon_scale))
+    return epsilon, "calibrated", len(rows)
+
+
+def _model_preference(rows, truth: Truth, epsilon: float, scale: str) -> dict[str, Any]:
+    """Preference accuracy over generators (App. B, model level), at the dimension's ε."""
+    scores = {v: on_scale(r_hat, scale) for pair, a, b in rows
+              for v, r_hat in ((pair.a, a), (pair.b, b))}
+    generators = {v: truth.videos[v].generator for v in scores}
+    pairs = [(pair.a, pair.b, pair.label) for pair, _, _ in rows]
+    result = asdict(model_level_preference(pairs, scores, generators, epsilon))
+    if result["n_generators"] < 2:
+        result["note"] = "needs ≥ 2 generators with predicted pairs"
+    return result
+
+
+def _calibrated_preference(rows, lookup: _Lookup, dimension: str) -> dict[str, Any]:
+    """P(A > B), P(tie), P(B > A) from rating distributions, scored against the human labels;
+    ``{"skipped": reason}`` when any pair's video has no usable probabilities."""
+    if not rows:
+        return {"skipped": "no predicted pairs"}
+    found = {v: lookup.probs(v, dimension) for pair, _, _ in rows for v in (pair.a, pair.b)}
+    lacking = Counter(problem for _, problem in found.values() if problem)
+    if lacking:
+        why = "; ".join(f"{reason}: {n}" for reason, n in lacking.most_common())
+        return {"skipped": f"{lacking.total()} of {len(found)} videos without usable rating "
+                           f"probabilities ({why})"}
+    outcomes = [outcome_probabilities(found[p.a][0], found[p.b][0]) for p, _, _ in rows]
+    return asdict(evaluate_calibrated([p.label for p, _, _ in rows], outcomes))
 
 
 def _preference_dimension(
@@ -373,8 +458,9 @@ def _preference_dimension(
     calibration,
     missing: dict[str, list[str]],
 ) -> None:
-    """Fill the preference accuracy of one dimension (or its error)."""
-    labels, deltas, reasons = _pair_deltas(truth, lookup, dimension, missing)
+    """Fill the preference accuracies of one dimension (or its error): instance level, model
+    level and calibrated."""
+    rows, reasons = _predicted_pairs(truth, lookup, dimension, missing)
     entry: dict[str, Any] = {"pairs": sum(p.dimension == dimension for p in truth.pairs)}
     entry["missing"] = dict(reasons)
     try:
@@ -383,9 +469,49 @@ def _preference_dimension(
         entry["error"] = str(error)
         report.preference[dimension] = entry
         return
-    result = evaluate_pairs(labels, deltas, epsilon, protocol)
-    entry.update(asdict(result), calibration_pairs=n_calibration)
+    result = evaluate_pairs(*_labels_deltas(rows, config.epsilon_scale), epsilon, protocol)
+    entry.update(asdict(result), epsilon_scale=config.epsilon_scale,
+                 calibration_pairs=n_calibration)
+    entry["model"] = _model_preference(rows, truth, result.epsilon, config.epsilon_scale)
+    entry["calibrated"] = _calibrated_preference(rows, lookup, dimension)
     report.preference[dimension] = entry
+
+
+# --- benchmark figures --------------------------------------------------------------------------
+def _averages(report: EvalReport, truth: Truth) -> list[dict[str, Any]]:
+    """The benchmark's dimension averages (App. D.3), undefined when any part is."""
+    out = []
+    for average in truth.averages:
+        values = {d: report.correlation.get(d, {}).get("instance", {}).get(average.metric)
+                  for d in average.dimensions}
+        defined = all(v is not None and math.isfinite(v) for v in values.values())
+        out.append({**asdict(average), "level": "instance", "values": values,
+                    "value": float(np.mean(list(values.values()))) if defined else None})
+    return out
+
+
+OVERALL_RULE = "mean of the available dimension scores r̂ (App. D.2)"
+
+
+def _overall(report: EvalReport, lookup: _Lookup) -> dict[str, Any]:
+    """How "overall" was predicted, and how many videos from which dimensions."""
+    if OVERALL not in report.correlation and OVERALL not in report.preference:
+        return {}
+    counts = Counter(lookup.overall_parts.values())
+    return {"prediction": OVERALL_RULE, "videos_by_dimensions": dict(counts.most_common())}
+
+
+def _epsilon_summary(config: EvalConfig, protocol: str) -> dict[str, Any]:
+    """The tie threshold as the reports state it (value, scale, protocol, one line of text)."""
+    scale = SCALE_NAMES[config.epsilon_scale]
+    if protocol == "fixed":
+        text = f"ε = {describe_epsilon(config.epsilon, config.epsilon_scale)}, fixed (App. A)"
+    elif protocol == "calibrated":
+        text = f"ε fitted per dimension on the calibration split, on {scale}"
+    else:
+        text = f"ε fitted per dimension on the test pairs themselves (oracle), on {scale}"
+    return {"value": config.epsilon if protocol == "fixed" else None,
+            "scale": config.epsilon_scale, "protocol": protocol, "text": text}
 
 
 # --- entry point --------------------------------------------------------------------------------
@@ -515,6 +641,9 @@ def evaluate(
     for dimension in sorted({p.dimension for p in truth.pairs}):
         _preference_dimension(report, truth, lookup, dimension, config, calib, missing)
     report.missing = _summarise(missing)
+    report.epsilon = _epsilon_summary(config, protocol)
+    report.averages = _averages(report, truth)
+    report.overall = _overall(report, lookup)
     return report
 
 
@@ -579,6 +708,17 @@ def _provenance_lines(report: EvalReport) -> list[tuple[str, str]]:
     return lines
 
 
+def _setting_lines(report: EvalReport) -> list[tuple[str, str]]:
+    """``(label, text)`` of what every report states after its provenance: ε with its scale
+    and protocol, and how "overall" was predicted."""
+    lines = [("epsilon", report.epsilon["text"])]
+    if report.overall:
+        by_dims = report.overall["videos_by_dimensions"]
+        counts = ", ".join(f"{dims} {n}" for dims, n in by_dims.items())
+        lines.append(("overall", f"{report.overall['prediction']}; videos: {counts or 'none'}"))
+    return lines
+
+
 @dataclass
 class _TextTable:
     """A table for the terminal: a cell may hold two lines (a value and its interval)."""
@@ -590,7 +730,7 @@ class _TextTable:
 
     def left(self, k: int) -> bool:
         """Whether column ``k`` holds text (left-aligned) rather than numbers."""
-        return k == 0 or self.headers[k] == "protocol"
+        return k == 0 or self.headers[k] in ("protocol", "metric", "dimensions")
 
 
 def _terminal_tables(report: EvalReport) -> list[_TextTable]:
@@ -634,31 +774,68 @@ def _terminal_tables(report: EvalReport) -> list[_TextTable]:
             if "note" in m:
                 model.notes.append(f"{dimension}: {m['note']}")
         tables += [inst, model] + ([scale] if integer else [])
-    if report.preference:
-        pref = _TextTable(
-            f"{report.benchmark}: preference accuracy",
-            ["dimension", "pairs", "missing", "w/ ties", "w/o ties", "ε", "protocol"],
-            [],
-        )
-        for dimension in _dimensions(report):
-            entry = report.preference.get(dimension)
-            if entry is None:
-                continue
-            if "error" in entry:
-                pref.rows.append([dimension, str(entry["pairs"]), "–", "–", "–", "–", "–"])
-                pref.notes.append(f"{dimension}: {entry['error']}")
-                continue
-            pref.rows.append([
-                dimension,
-                str(entry["n_pairs"]),
-                str(sum(entry["missing"].values())),
-                _fmt(entry["accuracy_with_ties"]),
-                _fmt(entry["accuracy_without_ties"]),
-                f"{entry['epsilon']:.4g}",
-                entry["protocol"],
-            ])
-        tables.append(pref)
-    return tables
+    return tables + _preference_tables(report) + _averages_tables(report)
+
+
+def _scale_short(report: EvalReport) -> str:
+    """The short name of ε's scale for column headers: r̂ or MOS."""
+    return {"r": "r̂", "mos": "MOS"}[report.epsilon["scale"]]
+
+
+def _preference_tables(report: EvalReport) -> list[_TextTable]:
+    """Preference accuracy at instance level, at model level, and calibrated."""
+    entries = [(d, report.preference[d]) for d in _dimensions(report) if d in report.preference]
+    if not entries:
+        return []
+    name, scale = report.benchmark, _scale_short(report)
+    pref = _TextTable(f"{name}: preference accuracy, instance level (pairs; Δ and ε on "
+                      f"{SCALE_NAMES[report.epsilon['scale']]})",
+                      ["dimension", "pairs", "missing", "w/ ties", "w/o ties", f"ε ({scale})",
+                       "protocol"], [])
+    model = _TextTable(f"{name}: preference accuracy, model level (human win rate vs mean "
+                       f"predicted {scale} per generator)",
+                       ["dimension", "generators", "pairs", "w/ ties", "w/o ties", f"ε ({scale})"],
+                       [])
+    calib = _TextTable(f"{name}: calibrated preference (P(A>B), P(tie) from rating "
+                       "distributions; videos independent)",
+                       ["dimension", "pairs", "w/ ties", "w/o ties", "LL w/ ties", "LL w/o ties"],
+                       [], ["LL: log-loss, nats per pair (a uniform guess: ln 3 = 1.099 with "
+                            "ties, ln 2 = 0.693 without)"])
+    for dimension, entry in entries:
+        if "error" in entry:
+            pref.rows.append([dimension, str(entry["pairs"]), "–", "–", "–", "–", "–"])
+            pref.notes.append(f"{dimension}: {entry['error']}")
+            continue
+        pref.rows.append([dimension, str(entry["n_pairs"]), str(sum(entry["missing"].values())),
+                          _fmt(entry["accuracy_with_ties"]), _fmt(entry["accuracy_without_ties"]),
+                          f"{entry['epsilon']:.4g}", entry["protocol"]])
+        m, c = entry["model"], entry["calibrated"]
+        model.rows.append([dimension, str(m["n_generators"]), str(m["n_generator_pairs"]),
+                           _fmt(m["accuracy_with_ties"]), _fmt(m["accuracy_without_ties"]),
+                           f"{m['epsilon']:.4g}"])
+        model.notes += [f"{dimension}: {m['note']}"] if "note" in m else []
+        if "skipped" in c:
+            calib.rows.append([dimension, str(entry["n_pairs"]), "–", "–", "–", "–"])
+            calib.notes.append(f"{dimension}: skipped, {c['skipped']}")
+            continue
+        calib.rows.append([dimension, str(c["n_pairs"]), _fmt(c["accuracy_with_ties"]),
+                           _fmt(c["accuracy_without_ties"]), _fmt(c["log_loss_with_ties"]),
+                           _fmt(c["log_loss_without_ties"])])
+    return [pref] + [t for t in (model, calib) if t.rows]
+
+
+def _averages_tables(report: EvalReport) -> list[_TextTable]:
+    """The benchmark's dimension averages (App. D.3), e.g. VideoPhy2-test's Avg PLCC."""
+    if not report.averages:
+        return []
+    table = _TextTable(f"{report.benchmark}: dimension averages as the paper reports them",
+                       ["average", "metric", "dimensions", "value"], [])
+    for average in report.averages:
+        parts = ", ".join(f"{d} {_fmt(v)}" for d, v in average["values"].items())
+        table.rows.append([average["name"], average["metric"].upper(),
+                           " + ".join(average["dimensions"]), _fmt(average["value"])])
+        table.notes.append(f"{average['name']}: {average['source']} ({parts})")
+    return [table]
 
 
 def _rich_table(table: _TextTable):
@@ -709,12 +886,12 @@ def _print_table(table: _TextTable, console) -> None:
 
 
 def print_report(report: EvalReport, console) -> None:
-    """Provenance, then the summary tables, then what was missing.
+    """Provenance and ε, then the summary tables, then what was missing.
 
     On a terminal wide enough, rich tables (an interval on the line below its value); piped,
     redirected, or on a narrow terminal, plain markdown tables. No cell is ever cut.
     """
-    for label, text in _provenance_lines(report):
+    for label, text in [*_provenance_lines(report), *_setting_lines(report)]:
         console.print(f"{label:<12} {text}", markup=False, highlight=False, soft_wrap=True)
     console.print()
     for table in _terminal_tables(report):
@@ -840,7 +1017,7 @@ table.ranks td.text{white-space:normal;overflow-wrap:anywhere}
 <table class="prov">
 {% for label, text in prov %}<tr><th>{{ label }}</th><td>{{ text }}</td></tr>
 {% endfor %}</table>
-<p>{{ r.videos }} videos; ε protocol: {{ r.protocol }}; missing predictions: {{ r.n_missing }}</p>
+<p>{{ r.videos }} videos; missing predictions: {{ r.n_missing }}</p>
 {% for reason, e in r.missing.items() %}<p class="warn">missing {{ e.count }} ({{ reason }}):
 {{ e.ids | join(", ") }}</p>{% endfor %}
 {% if r.unmatched_predictions.count %}<p class="warn">{{ r.unmatched_predictions.count }}
@@ -854,11 +1031,15 @@ prediction ids match no video: {{ r.unmatched_predictions.ids | join(", ") }}</p
 {% if r.correlation %}<th colspan="6">instance level (videos)</th>
 <th colspan="3">model level (generator means)</th>
 {% if integer %}<th colspan="2">integer scale</th>{% endif %}{% endif %}
-{% if r.preference %}<th colspan="4">preference (pairs)</th>{% endif %}</tr>
+{% if r.preference %}<th colspan="4">preference, instance level (pairs)</th>
+<th colspan="3">preference, model level (generators)</th>
+<th colspan="2">calibrated preference</th>{% endif %}</tr>
 <tr>{% if r.correlation %}<th>n</th><th>missing</th><th>SRCC</th><th>PLCC</th><th>KRCC</th>
 <th>RMSE</th><th>generators</th><th>SRCC</th><th>PLCC</th>
 {% if integer %}<th>acc</th><th>acc ±1</th>{% endif %}{% endif %}
-{% if r.preference %}<th>pairs</th><th>w/ ties</th><th>w/o ties</th><th>ε</th>{% endif %}</tr>
+{% if r.preference %}<th>pairs</th><th>w/ ties</th><th>w/o ties</th><th>ε ({{ scale }})</th>
+<th>generators</th><th>w/ ties</th><th>w/o ties</th><th>w/ ties</th><th>log-loss</th>
+{% endif %}</tr>
 {% for row in summary %}{% set c = row.c %}{% set p = row.p %}<tr><td class="dim">{{ row.dim }}</td>
 {% if r.correlation %}{% if c %}
 <td>{{ c.instance.n }}</td><td>{{ c.missing.values() | sum }}</td>
@@ -873,10 +1054,15 @@ prediction ids match no video: {{ r.unmatched_predictions.ids | join(", ") }}</p
 <td>{{ v(c.relaxed_accuracy) if c.relaxed_accuracy is defined else "–" }}</td>{% endif %}
 {% else %}<td colspan="{{ 11 if integer else 9 }}" class="note">no MOS</td>{% endif %}{% endif %}
 {% if r.preference %}{% if p and p.error is defined %}<td>{{ p.pairs }}</td>
-<td colspan="3" class="note">{{ p.error }}</td>
+<td colspan="8" class="note">{{ p.error }}</td>
 {% elif p %}<td>{{ p.n_pairs }}</td><td>{{ v(p.accuracy_with_ties) }}</td>
 <td>{{ v(p.accuracy_without_ties) }}</td><td>{{ "%.4g" | format(p.epsilon) }}</td>
-{% else %}<td colspan="4" class="note">no pairs</td>{% endif %}{% endif %}</tr>
+<td>{{ p.model.n_generators }}</td><td>{{ v(p.model.accuracy_with_ties) }}</td>
+<td>{{ v(p.model.accuracy_without_ties) }}</td>
+{% if p.calibrated.skipped is defined %}<td colspan="2" class="note">skipped</td>
+{% else %}<td>{{ v(p.calibrated.accuracy_with_ties) }}</td>
+<td>{{ v(p.calibrated.log_loss_with_ties) }}</td>{% endif %}
+{% else %}<td colspan="9" class="note">no pairs</td>{% endif %}{% endif %}</tr>
 {% endfor %}</table></div>
 <p class="legend">
 {% if r.correlation %}Predictions on the MOS scale 1 + 4·r̂.
@@ -886,8 +1072,23 @@ generator).{% else %}No bootstrap intervals.{% endif %}
 PLCC fit: {{ r.config.fit }}. Model level: SRCC/PLCC of per-generator means.
 {% if integer %}acc: rounded predicted MOS equals the integer score; acc ±1: within one.{% endif %}
 {% endif %}
-{% if r.preference %}Preference: Δ = r̂<sub>A</sub> − r̂<sub>B</sub>; a tie when |Δ| ≤ ε
-(protocol {{ r.protocol }}); w/o ties drops human ties and predicts sign(Δ).{% endif %}</p>
+{% if r.preference %}Preference: Δ = score<sub>A</sub> − score<sub>B</sub> on {{ scale_name }};
+a tie when |Δ| ≤ ε, here {{ r.epsilon.text }}; w/o ties drops human ties and predicts
+sign(Δ).
+Model level (App. B): per generator, the human win rate over its pairs (win 1, tie ½) and the
+mean predicted score of its videos; accuracy over every pair of generators at the same ε.
+Calibrated (not in the paper): P(A&gt;B), P(tie), P(B&gt;A) from the two videos' rating
+distributions, assumed independent; accuracy of the most likely outcome, log-loss in nats
+(uniform guess: ln 3 = 1.099).{% endif %}</p>
+{% if r.averages %}<h2>dimension averages</h2><div class="scroll">
+<table><tr><th class="text">average</th>
+<th class="text">metric</th><th class="text">dimensions</th><th>value</th>
+<th class="text">as the paper defines it</th></tr>
+{% for a in r.averages %}<tr><td class="text">{{ a.name }}</td>
+<td class="text">{{ a.metric | upper }}</td><td class="text">
+{% for d, x in a["values"].items() %}{{ d }} {{ f(x) }}{{ " + " if not loop.last }}{% endfor %}
+</td><td>{{ f(a.value) }}</td><td class="text">{{ a.source }}</td></tr>{% endfor %}
+</table></div>{% endif %}
 
 {% for row in summary if row.c %}{% set dim = row.dim %}{% set e = row.c %}
 {% set cm = r.confusion[dim] %}
@@ -922,9 +1123,10 @@ predicted = {% if cm.predicted == "rating" %}each row's rating word (the most li
 </figcaption></figure>
 </div>
 {% endfor %}
-{% if r.preference %}<h2>preference details</h2><table><tr><th class="text">dimension</th>
+{% if r.preference %}<h2>preference details</h2><div class="scroll">
+<table><tr><th class="text">dimension</th>
 <th>pairs</th><th>missing</th><th>human ties</th><th>predicted ties</th><th>w/ ties</th>
-<th>w/o ties</th><th>ε</th><th class="text">protocol</th></tr>
+<th>w/o ties</th><th>ε ({{ scale }})</th><th class="text">protocol</th></tr>
 {% for row in summary if row.p %}{% set dim = row.dim %}{% set e = row.p %}
 <tr><td class="text">{{ dim }}</td>
 {% if e.error is defined %}<td>{{ e.pairs }}</td><td colspan="7" class="note">{{ e.error }}</td>
@@ -932,7 +1134,37 @@ predicted = {% if cm.predicted == "rating" %}each row's rating word (the most li
 <td>{{ e.n_human_ties }}</td><td>{{ e.n_predicted_ties }}</td>
 <td>{{ f(e.accuracy_with_ties) }}</td><td>{{ f(e.accuracy_without_ties) }}</td>
 <td>{{ "%.4g" | format(e.epsilon) }}</td><td class="text">{{ e.protocol }}</td>{% endif %}</tr>
-{% endfor %}</table>{% endif %}
+{% endfor %}</table></div>
+<h3>model level (App. B)</h3><div class="scroll">
+<table><tr><th class="text">dimension</th><th>generators</th>
+<th>generator pairs</th><th>human ties</th><th>video pairs</th><th>pairs left out</th>
+<th>w/ ties</th><th>w/o ties</th><th>ε ({{ scale }})</th></tr>
+{% for row in summary if row.p and row.p.model is defined %}{% set m = row.p.model %}
+<tr><td class="text">{{ row.dim }}</td><td>{{ m.n_generators }}</td>
+<td>{{ m.n_generator_pairs }}</td>
+<td>{{ m.n_human_ties }}</td><td>{{ m.n_pairs }}</td><td>{{ m.n_pairs_skipped }}</td>
+<td>{{ f(m.accuracy_with_ties) }}</td><td>{{ f(m.accuracy_without_ties) }}</td>
+<td>{{ "%.4g" | format(m.epsilon) }}</td></tr>{% endfor %}</table></div>
+{% for row in summary if row.p and row.p.model is defined and row.p.model.generators %}
+<details><summary>{{ row.dim }}: generators</summary><div class="scroll"><table class="ranks">
+<tr><th class="text">generator</th><th>pairs</th><th>videos</th><th>human win rate</th>
+<th>mean predicted ({{ scale }})</th></tr>
+{% for g in row.p.model.generators %}<tr><td class="text">{{ g.generator }}</td>
+<td>{{ g.pairs }}</td>
+<td>{{ g.videos }}</td><td>{{ f(g.win_rate) }}</td><td>{{ f(g.score) }}</td></tr>{% endfor %}
+</table></div></details>{% endfor %}
+<h3>calibrated preference (rating distributions)</h3><div class="scroll">
+<table><tr><th class="text">dimension</th>
+<th>pairs</th><th>predicted ties</th><th>mean P(tie)</th><th>w/ ties</th><th>w/o ties</th>
+<th>log-loss w/ ties</th><th>log-loss w/o ties</th></tr>
+{% for row in summary if row.p and row.p.calibrated is defined %}{% set c = row.p.calibrated %}
+<tr><td class="text">{{ row.dim }}</td>
+{% if c.skipped is defined %}<td>{{ row.p.n_pairs }}</td><td colspan="6" class="note">skipped:
+{{ c.skipped }}</td>{% else %}<td>{{ c.n_pairs }}</td><td>{{ c.n_predicted_ties }}</td>
+<td>{{ f(c.mean_p_tie) }}</td><td>{{ f(c.accuracy_with_ties) }}</td>
+<td>{{ f(c.accuracy_without_ties) }}</td><td>{{ f(c.log_loss_with_ties) }}</td>
+<td>{{ f(c.log_loss_without_ties) }}</td>{% endif %}</tr>{% endfor %}</table></div>
+{% endif %}
 </body></html>
 """
 
@@ -955,7 +1187,9 @@ def render_html(report: EvalReport) -> str:
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return environment.from_string(_HTML).render(
         r=report,
-        prov=_provenance_lines(report),
+        prov=[*_provenance_lines(report), *_setting_lines(report)],
+        scale=_scale_short(report),
+        scale_name=SCALE_NAMES[report.epsilon["scale"]],
         summary=_summary_rows(report),
         integer=_integer_scale_shown(report),
         plots=plots,

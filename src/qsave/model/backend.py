@@ -1,8 +1,10 @@
 """The transformers backend of the scoring pipeline (whisper's ``PyTorchInference``).
 
 Score-only: the shared video prefix, two forward passes per batch whatever the number of
-dimensions (:func:`qsave.model.scorer.score_shared`); explain mode: a greedy rationale per
-dimension (:func:`qsave.model.scorer.explain`).
+dimensions (:func:`qsave.model.scorer.score_shared`); for a think-first checkpoint with
+``ThinkFirstReading.GENERATE``, the rating after a greedy analysis
+(:func:`qsave.model.scorer.read_after_analysis`, Sec. 3.4.1); explain mode: a greedy rationale
+per dimension (:func:`qsave.model.scorer.explain`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ class TransformersBackend(Backend):
         self.loaded, self.spec, self.info = loaded, spec, loaded.info
         self.processor = loaded.processor
         self.setup = scorer.ScoringSetup(loaded.model, loaded.processor, loaded.rating_ids,
-                                         spec.answer_format, spec.max_new_tokens)
+                                         spec.answer_format, spec.max_new_tokens,
+                                         spec.think_first_reading)
 
     @classmethod
     def load(cls, spec: ScorerSpec) -> TransformersBackend:
@@ -33,5 +36,8 @@ class TransformersBackend(Backend):
     def score(self, items: Sequence[Prepared], dimensions: Sequence[Dimension],
               explain: bool) -> list[dict[Dimension, DimensionScore]]:
         videos = [scorer.VideoPrompt(item.video, item.result.prompt) for item in items]
-        run = scorer.explain if explain else scorer.score_shared
-        return run(self.setup, videos, dimensions)
+        if explain:
+            return scorer.explain(self.setup, videos, dimensions)
+        if self.setup.generates_analysis:
+            return scorer.read_after_analysis(self.setup, videos, dimensions)[0]
+        return scorer.score_shared(self.setup, videos, dimensions)

@@ -22,7 +22,7 @@ import torch
 
 from qsave.dimensions import RATINGS
 from qsave.errors import ModelError
-from qsave.prompts import THINK_CLOSE, AnswerFormat
+from qsave.prompts import THINK_CLOSE, THINK_OPEN, AnswerFormat
 from qsave.scores import ModelInfo
 from qsave.spec import PROVENANCE_FILE, TINY, TINY_DEMO, TINY_DEMO_ID, ScorerSpec, checkpoint_dir
 
@@ -83,6 +83,19 @@ def rating_token_ids(tokenizer: Any, fmt: AnswerFormat) -> tuple[int, ...]:
     if len(set(ids)) != len(ids):
         raise ModelError(f"rating words share token ids: {dict(zip(RATINGS, ids, strict=True))}")
     return tuple(ids)
+
+
+def rollout_suppressed_ids(tokenizer: Any) -> list[int]:
+    """Added tokens a generated answer must never contain: vision placeholders
+    (``<|video_pad|>`` …), chat control (``<|im_start|>``), tool and fill-in-the-middle tokens.
+    Kept: the end of turn and padding (they stop a completion) and the ``<think>`` tags.
+
+    A sampled vision placeholder would give the prompt + completion more video tokens than
+    the video has features, which the forward pass refuses (GRPO's log-probs, explain mode).
+    """
+    allowed = {tokenizer.eos_token, tokenizer.pad_token, "<|im_end|>", THINK_OPEN, THINK_CLOSE}
+    return sorted(i for i, token in tokenizer.added_tokens_decoder.items()
+                  if token.content not in allowed)
 
 
 def expected_info(spec: ScorerSpec) -> ModelInfo | None:

@@ -12,6 +12,12 @@ videos is scored in two forward passes however many dimensions are asked:
 Then softmax over the five rating logits gives p_j, r̂ = Σ p_j·w_j (Bad 0 … Excellent 1),
 MOS = 1 + 4·r̂, and the entropy of p.
 
+The rating position: the first answer token (rating-first, ``Rating<think>…</think>``); for
+think-first (``<think>analysis</think>Rating``, Sec. 3.4.1) the token after ``</think>`` —
+after a greedy analysis (:func:`read_after_analysis`; explain mode, and score-only with
+``ThinkFirstReading.GENERATE``) or after a forced empty ``<think></think>`` (score-only with
+``EMPTY_THINK``: the two passes above, no generation).
+
 >>> s = scores_from_logits(torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0]]))[0]
 >>> s.score, s.mos, s.rating, round(s.entropy, 4)
 (0.5, 3.0, 'Excellent', 1.6094)
@@ -27,20 +33,21 @@ import torch
 from transformers import DynamicCache
 
 from qsave.dimensions import RATINGS, WEIGHTS, Dimension, score_to_mos
-from qsave.errors import ModelError
+from qsave.errors import ModelError, UnclosedAnalysisError
 from qsave.prompts import (
     THINK_CLOSE,
     THINK_OPEN,
     AnswerFormat,
     dimension_question,
-    escape_text,
     video_context,
 )
 from qsave.scores import DimensionScore
+from qsave.spec import ScorerSpec, ThinkFirstReading
 
-# Score-only in the think-first format forces an empty analysis, so the rating is read right
-# after the closing tag, where the trained model writes it (Sec. 3.4.1).
+# Think-first score-only with ThinkFirstReading.EMPTY_THINK forces an empty analysis, so the
+# rating is read right after the closing tag, where the trained model writes it (Sec. 3.4.1).
 EMPTY_THINK = THINK_OPEN + THINK_CLOSE
+END_OF_TURN = "<|im_end|>"  # generation also stops here
 
 
 @dataclass
@@ -59,11 +66,18 @@ class ScoringSetup:
     processor: Any  # its processor, tokenizer padding on the left
     rating_ids: tuple[int, ...]  # ascending: Bad … Excellent
     answer_format: AnswerFormat = AnswerFormat.RATING_FIRST
-    max_new_tokens: int = 256  # rationale length limit in explain mode
+    max_new_tokens: int = 256  # rationale length limit (explain; think-first "generate")
+    think_first_reading: ThinkFirstReading = ScorerSpec.think_first_reading  # the spec's default
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def generates_analysis(self) -> bool:
+        """Whether score-only reads the rating after a generated analysis (think-first)."""
+        return (self.answer_format is AnswerFormat.THINK_FIRST
+                and self.think_first_reading is ThinkFirstReading.GENERATE)
 
 
 # ---- pure arithmetic ---------------------------------------------------------------------
@@ -102,26 +116,28 @@ def video_kwargs(videos: Sequence[Any]) -> dict:
     return inputs.processor_video_kwargs(videos)
 
 
-def assistant_start(fmt: AnswerFormat, explain: bool = False) -> str:
-    """Text forced at the start of the answer before the rating is read (score-only)."""
-    return EMPTY_THINK if fmt is AnswerFormat.THINK_FIRST and not explain else ""
+def assistant_start(fmt: AnswerFormat) -> str:
+    """Text forced at the start of the answer before the rating is read without generating:
+    an empty analysis for think-first (``ThinkFirstReading.EMPTY_THINK``), nothing otherwise."""
+    return EMPTY_THINK if fmt is AnswerFormat.THINK_FIRST else ""
 
 
 def prompt_parts(
     processor: Any, content: list[dict], prompt: str | None, dimension: Dimension,
-    fmt: AnswerFormat,
+    fmt: AnswerFormat, start: str | None = None,
 ) -> tuple[str, str]:
     """(prefix, suffix) text: the prefix ends after the video context, shared by dimensions.
 
     The full text is the chat template of one user turn (video, context, question) with the
-    assistant start, plus the forced answer start; it is split where the question begins. The
-    user's prompt is escaped for this tokenizer (``escape_text``): no control token in it.
+    assistant start, plus ``start`` (default: the forced answer start, ``assistant_start``);
+    it is split where the question begins. The user's prompt is escaped for this tokenizer
+    (``escape_text``): no control token in it.
     """
     question = dimension_question(dimension, fmt)
     text = f"{video_context(prompt, processor.tokenizer)}\n{question}"
     messages = [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
     full = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    full += assistant_start(fmt)
+    full += assistant_start(fmt) if start is None else start
     cut = full.rfind(question)
     if cut < 0:
         raise ModelError("the chat template does not keep the dimension question verbatim")
@@ -217,14 +233,20 @@ class Encoded:
 
 
 def encode_shared(
-    setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension]
+    setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension],
+    answers: Sequence[list[int]] | None = None,
 ) -> Encoded:
-    """The shared prefixes (with their videos) and the dimension suffixes of a batch."""
+    """The shared prefixes (with their videos) and the dimension suffixes of a batch.
+
+    ``answers`` (token ids, one per video×dimension, video-major) replace the forced answer
+    start, e.g. by ``<think>`` and a generated analysis up to its ``</think>``.
+    """
     fmt, tokenizer = setup.answer_format, setup.processor.tokenizer
+    start = None if answers is None else ""
     prefixes, suffixes = [], []
     for item in items:
         parts = [
-            prompt_parts(setup.processor, video_content(item.video), item.prompt, d, fmt)
+            prompt_parts(setup.processor, video_content(item.video), item.prompt, d, fmt, start)
             for d in dimensions
         ]
         if len({p for p, _ in parts}) != 1:
@@ -233,6 +255,8 @@ def encode_shared(
             check_split(tokenizer, prefix, suffix)
             suffixes.append(tokenizer.encode(suffix, add_special_tokens=False))
         prefixes.append(parts[0][0])
+    if answers is not None:
+        suffixes = [s + list(a) for s, a in zip(suffixes, answers, strict=True)]
     batch = _encode_prefix(setup, items, prefixes)
     return Encoded(batch, suffixes, len(items), tuple(dimensions))
 
@@ -291,8 +315,7 @@ def score_independent(
 ) -> list[dict[Dimension, DimensionScore]]:
     """The reference: one full pass (video included) per video and dimension, in one batch.
 
-    ``answers`` (one per video×dimension, video-major) replaces the forced answer start, e.g. by
-    ``<think>rationale</think>`` to read the rating after a generated analysis.
+    ``answers`` (text, one per video×dimension, video-major) replaces the forced answer start.
     """
     return forward_independent(setup, encode_independent(setup, items, dimensions, answers))
 
@@ -302,15 +325,15 @@ def _full_texts(
     answers: Sequence[str] | None,
 ) -> list[str]:
     """Whole prompts, video-major; with ``answers`` replacing the forced answer start."""
-    fmt, texts = setup.answer_format, []
+    fmt, start, texts = setup.answer_format, None if answers is None else "", []
     for item in items:
         for d in dimensions:
             prefix, suffix = prompt_parts(
-                setup.processor, video_content(item.video), item.prompt, d, fmt
+                setup.processor, video_content(item.video), item.prompt, d, fmt, start
             )
-            texts.append(prefix + suffix.removesuffix(assistant_start(fmt)))
+            texts.append(prefix + suffix)
     if answers is None:
-        return [t + assistant_start(fmt) for t in texts]
+        return texts
     return [t + a for t, a in zip(texts, answers, strict=True)]
 
 
@@ -321,49 +344,96 @@ def _regroup(
     return [dict(zip(dimensions, scores[i * d : (i + 1) * d], strict=True)) for i in range(n)]
 
 
-# ---- explain mode ------------------------------------------------------------------------
+# ---- generation: explain mode, think-first reading ----------------------------------------
 @torch.inference_mode()
-def generate(setup: ScoringSetup, texts: list[str], videos: list[Any], stop: str) -> list[str]:
-    """Greedy continuations of whole prompts until ``stop`` (or the end of turn), decoded."""
+def generate_ids(
+    setup: ScoringSetup, texts: list[str], videos: list[Any], stop: str
+) -> list[list[int]]:
+    """Greedy continuations of whole prompts: the new token ids up to and including the first
+    ``stop`` or end of turn, or all ``max_new_tokens`` of them when neither came."""
     tokenizer = setup.processor.tokenizer
     batch = setup.processor(
         text=texts, **video_kwargs(videos), return_tensors="pt", padding=True
     ).to(setup.device)
-    stops = [tokenizer.convert_tokens_to_ids(stop), tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    stops = [tokenizer.convert_tokens_to_ids(stop), tokenizer.convert_tokens_to_ids(END_OF_TURN)]
     out = setup.model.generate(
         **batch, do_sample=False, max_new_tokens=setup.max_new_tokens, eos_token_id=stops,
         pad_token_id=tokenizer.pad_token_id,
     )
-    new = out[:, batch["input_ids"].shape[1] :]
-    return [_cut(tokenizer.decode(row, skip_special_tokens=False), stop) for row in new]
+    return [_until(row, stops) for row in out[:, batch["input_ids"].shape[1] :].tolist()]
 
 
-def _cut(text: str, stop: str) -> str:
-    """The rationale: the decoded text up to ``stop`` / end of turn, without special tokens."""
-    for end in (stop, "<|im_end|>", "<|endoftext|>"):
+def _until(ids: list[int], stops: list[int]) -> list[int]:
+    """``ids`` up to and including the first stop token (the padding after it dropped)."""
+    ends = [i for i, token in enumerate(ids) if token in stops]
+    return ids[: ends[0] + 1] if ends else ids
+
+
+def rationale_text(tokenizer: Any, ids: list[int], stop: str) -> str:
+    """The rationale: the decoded tokens up to ``stop`` / end of turn, no special tokens."""
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    for end in (stop, END_OF_TURN, "<|endoftext|>"):
         text = text.split(end, 1)[0]
     return text.strip()
+
+
+def read_after_analysis(
+    setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension]
+) -> tuple[list[dict[Dimension, DimensionScore]], list[list[int]]]:
+    """Think-first (Sec. 3.4.1, 4.2.2): a greedy ``<think>`` analysis per video and dimension,
+    then the rating logits at the position right after its generated ``</think>``.
+
+    The read pass is the shared-prefix one, each suffix continued by ``<think>`` and the
+    generated token ids as they are (no decode and re-encode). An analysis that does not close
+    within ``max_new_tokens`` (or ends the turn first) has no rating position: ``ModelError``
+    (the evaluator retries video by video, so it becomes that video's ``ItemError``). Returns
+    the scores and the analyses' token ids (video-major, each ending with ``</think>``).
+    """
+    tokenizer = setup.processor.tokenizer
+    videos = [it.video for it in items for _ in dimensions]
+    texts = _full_texts(setup, items, dimensions, [THINK_OPEN] * len(videos))
+    analyses = generate_ids(setup, texts, videos, THINK_CLOSE)
+    _check_closed(tokenizer, analyses, dimensions, setup.max_new_tokens)
+    opening = [tokenizer.convert_tokens_to_ids(THINK_OPEN)]
+    encoded = encode_shared(setup, items, dimensions, [opening + ids for ids in analyses])
+    return forward_shared(setup, encoded), analyses
+
+
+def _check_closed(
+    tokenizer: Any, analyses: list[list[int]], dimensions: Sequence[Dimension], limit: int
+) -> None:
+    """Raise ``UnclosedAnalysisError`` for the first analysis without its ``</think>``."""
+    close = tokenizer.convert_tokens_to_ids(THINK_CLOSE)
+    for i, ids in enumerate(analyses):
+        if ids[-1] == close:
+            continue
+        video, dimension = divmod(i, len(dimensions))
+        ended = ids[-1] == tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        how = "ended the turn" if ended else f"ran max_new_tokens ({limit}) tokens"
+        raise UnclosedAnalysisError(
+            f"the {dimensions[dimension].value} analysis of video {video} in the batch {how} "
+            f"without closing {THINK_CLOSE}: no rating position (raise max_new_tokens, or read "
+            f"with think_first_reading={ThinkFirstReading.EMPTY_THINK.value!r})"
+        )
 
 
 def explain(
     setup: ScoringSetup, items: Sequence[VideoPrompt], dimensions: Sequence[Dimension]
 ) -> list[dict[Dimension, DimensionScore]]:
     """Scores with a generated rationale (greedy). The rating distribution is read after the
-    rationale for ``<think>…</think>Rating`` and before it for ``Rating<think>…</think>``."""
-    fmt = setup.answer_format
-    videos = [it.video for it in items for _ in dimensions]
-    bare = _full_texts(setup, items, dimensions, [""] * len(videos))
-    if fmt is AnswerFormat.THINK_FIRST:
-        rationales = generate(setup, [t + THINK_OPEN for t in bare], videos, THINK_CLOSE)
-        tokenizer = setup.processor.tokenizer
-        answers = [f"{THINK_OPEN}{escape_text(r, tokenizer)}{THINK_CLOSE}" for r in rationales]
-        scores = score_independent(setup, items, dimensions, answers)
+    rationale for ``<think>…</think>Rating`` (:func:`read_after_analysis`) and before it for
+    ``Rating<think>…</think>``."""
+    tokenizer = setup.processor.tokenizer
+    if setup.answer_format is AnswerFormat.THINK_FIRST:
+        scores, analyses = read_after_analysis(setup, items, dimensions)
     else:
+        videos = [it.video for it in items for _ in dimensions]
+        bare = _full_texts(setup, items, dimensions, [""] * len(videos))
         scores = score_independent(setup, items, dimensions, [""] * len(videos))
         ratings = [s.rating for per in scores for s in per.values()]
         texts = [t + r + THINK_OPEN for t, r in zip(bare, ratings, strict=True)]
-        rationales = generate(setup, texts, videos, THINK_CLOSE)
-    flat = iter(rationales)
+        analyses = generate_ids(setup, texts, videos, THINK_CLOSE)
+    flat = iter(rationale_text(tokenizer, ids, THINK_CLOSE) for ids in analyses)
     return [{d: _with_rationale(s, next(flat)) for d, s in per.items()} for per in scores]
 
 

@@ -132,13 +132,35 @@ def _with_lora(model: Any, config: ModelConfig) -> Any:
     return get_peft_model(model, lora)
 
 
-def save_model(model: Any, processor: Any, directory: str | Path, scorer: ScorerSpec) -> Path:
+LORA_WITH_ZERO3 = ("LoRA with DeepSpeed ZeRO-3 is not supported (merging partitioned "
+                   "adapters); use model.lora: false or ZeRO-2")
+
+
+def save_model(model: Any, processor: Any, directory: str | Path, scorer: ScorerSpec,
+               accelerator: Any = None) -> Path:
     """Save a stage's result (merged LoRA weights, so the next stage and ``qsave score`` load
-    a plain checkpoint) with its processor and the scorer settings it was trained with."""
+    a plain checkpoint) with its processor and the scorer settings it was trained with.
+
+    With the ``accelerator`` that prepared ``model`` every process calls this and the main
+    process writes; under DeepSpeed ZeRO-3 the partitioned weights are gathered first
+    (``accelerator.get_state_dict``: ``stage3_gather_16bit_weights_on_model_save``)."""
     directory = Path(directory)
+    state_dict, names = None, {}
+    if accelerator is not None:
+        plugin = accelerator.state.deepspeed_plugin
+        if plugin is not None and plugin.zero_stage == 3:
+            if hasattr(accelerator.unwrap_model(model), "merge_and_unload"):
+                raise ConfigError(LORA_WITH_ZERO3)
+            state_dict = accelerator.get_state_dict(model)  # on every process
+            # the model's own names: transformers' ZeRO-3 loading attaches legacy renamings
+            # whose reversal on save would write model.language_model.model.* keys
+            names = {"save_original_format": False}
+        model = accelerator.unwrap_model(model)
+        if not accelerator.is_main_process:
+            return directory
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model.save_pretrained(directory)
+    model.save_pretrained(directory, state_dict=state_dict, **names)
     processor.save_pretrained(directory)
     scorer.save(directory)
     return directory

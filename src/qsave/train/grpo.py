@@ -1,14 +1,29 @@
 """Stage 2: GRPO on the RL set (paper Sec. 4.3), a compact loop on transformers + accelerate.
 
 TRL's GRPOTrainer does not pass video inputs (trl issues 4144, 5373), so rollouts come from
-``model.generate`` on the video prompts. Per prompt, G completions form a group; the reward
-R = R_acc + 0.5·R_fmt (:mod:`qsave.train.rewards`) becomes the group-relative advantage
-A_i = (R_i − mean R) / (std R + ε); the loss is the clipped ratio objective, averaged over each
-completion's tokens and then over completions, plus β·KL to a frozen reference (k3 estimator)
-when ``kl_beta > 0``. :func:`export_verl` writes the data and reward for multi-node GRPO on verl.
+``model.generate`` on the video prompts, with vision and other special tokens suppressed
+(:func:`qsave.model.load.rollout_suppressed_ids`). Per prompt, G completions form a group; the
+reward R = R_acc + λ·R_fmt (:mod:`qsave.train.rewards`) becomes the group-relative advantage
+A_i = (R_i − mean R) / (std R + ε). The loss is the clipped ratio objective (+ β·KL to a frozen
+reference, k3 estimator, when ``kl_beta > 0``). The paper ran GRPO on verl, so its choices are
+the defaults — each of qsave's earlier ones is a named option of :class:`GRPOConfig`:
+
+=====================  ====================================  ============================
+GRPOConfig key         default (verl)                        option (qsave ≤ 0.3)
+=====================  ====================================  ============================
+``advantage_std``      ``sample`` std (n − 1), ε = 1e-6      ``population`` std (n)
+``loss_aggregation``   ``token-mean`` over the step's tokens  ``seq-mean-token-mean``
+``logprob_dropout``    ``none`` in old and new log-probs     ``update-only``
+=====================  ====================================  ============================
+
+With ``logprob_dropout = none`` the old and the new log-probs come from the same computation,
+so the first update's ratio is exactly 1 even with LoRA dropout. A step's prompts are split
+over the processes (``accelerate launch``/``torchrun``) and its loss is normalised by the
+step's token count over all of them, so 2 processes compute the gradient 1 process computes.
+:mod:`qsave.train.verl` writes the data and reward for multi-node GRPO on verl itself.
 
 >>> [round(a, 3) for a in group_advantages(torch.tensor([[1.5, 0.5, 0.5, 1.5]]))[0].tolist()]
-[1.0, -1.0, -1.0, 1.0]
+[0.866, -0.866, -0.866, 0.866]
 """
 
 from __future__ import annotations
@@ -16,33 +31,34 @@ from __future__ import annotations
 import copy
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import get_scheduler
 
 from qsave.data.records import TrainingRecord, load_records
 from qsave.errors import AnnotationError, ConfigError
 from qsave.jsonl import JsonlWriter, read_jsonl, write_jsonl
+from qsave.model.load import rollout_suppressed_ids
 from qsave.prompts import AnswerFormat
 from qsave.spec import ScorerSpec
 from qsave.train.common import (
     END_OF_TURN,
+    LORA_WITH_ZERO3,
     VideoCache,
     load_for_training,
     prompt_messages,
     save_model,
     use_bf16,
-    user_text,
 )
 from qsave.train.config import GRPOConfig, ModelConfig
 from qsave.train.rewards import reward_components
 from qsave.video.inputs import VideoConfig, processor_video_kwargs
-
-ADV_EPS = 1e-4  # ε in the advantage's denominator: a group with equal rewards gets A = 0
 
 
 @dataclass
@@ -65,18 +81,27 @@ class Rollout:
 
 
 # ---- pure pieces -------------------------------------------------------------------------
-def group_advantages(rewards: torch.Tensor, eps: float = ADV_EPS) -> torch.Tensor:
-    """(P, G) rewards → advantages normalised within each group (population std)."""
+def group_advantages(rewards: torch.Tensor, std: str = "sample", eps: float = 1e-6
+                     ) -> torch.Tensor:
+    """(P, G) rewards → advantages normalised within each group: (R − mean) / (std + ε), the
+    std of the group's G rewards as verl computes it (``sample``, n − 1) or ``population``."""
     mean = rewards.mean(dim=1, keepdim=True)
-    std = rewards.std(dim=1, keepdim=True, unbiased=False)
-    return (rewards - mean) / (std + eps)
+    spread = rewards.std(dim=1, keepdim=True, unbiased=std == "sample")
+    return (rewards - mean) / (spread + eps)
 
 
 def grpo_loss(
     logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
     clip_epsilon: float = 0.2, ref_logp: torch.Tensor | None = None, kl_beta: float = 0.0,
+    aggregation: str = "token-mean", denominator: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped ratio objective (+ β·KL). Token tensors (N, T); advantages (N,)."""
+    """Clipped ratio objective (+ β·KL). Token tensors (N, T); advantages (N,).
+
+    ``token-mean`` divides the summed per-token loss by the number of completion tokens,
+    ``seq-mean-token-mean`` averages each completion's tokens, then the completions.
+    ``denominator`` replaces this batch's token (or completion) count when the batch is one
+    micro-batch of a larger step, so the micro-batches' losses add up to the step's.
+    """
     ratio = torch.exp(logp - old_logp)
     adv = advantages[:, None]
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip_epsilon, 1 + clip_epsilon) * adv)
@@ -87,12 +112,34 @@ def grpo_loss(
         kl = torch.exp(diff) - diff - 1  # k3, unbiased and ≥ 0
         per_token = per_token + kl_beta * kl
     mask = mask.to(logp.dtype)
-    lengths = mask.sum(dim=1).clamp_min(1)
-    loss = ((per_token * mask).sum(dim=1) / lengths).mean()
+    tokens = mask.sum().clamp_min(1)
+    if aggregation == "token-mean":
+        total = (per_token * mask).sum()
+        count = tokens
+    else:
+        total = ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)).sum()
+        count = torch.tensor(float(len(mask)))
+    loss = total / (count if denominator is None else denominator)
     clipped = ((ratio - 1).abs() > clip_epsilon).to(logp.dtype)
-    stats = {"loss": loss.item(), "kl": ((kl * mask).sum() / mask.sum().clamp_min(1)).item(),
-             "clip_fraction": ((clipped * mask).sum() / mask.sum().clamp_min(1)).item()}
+    stats = {"loss": loss.item(), "tokens": tokens.item(),
+             "kl": ((kl * mask).sum() / tokens).item(),
+             "clip_fraction": ((clipped * mask).sum() / tokens).item(),
+             "ratio": ((ratio.detach() * mask).sum() / tokens).item()}
     return loss, stats
+
+
+@contextmanager
+def dropout_off(model: Any) -> Iterator[None]:
+    """The model's dropout layers (LoRA's included) inactive, the rest of it as it is — in
+    train mode gradient checkpointing stays on, which ``model.eval()`` would switch off."""
+    active = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.training]
+    for module in active:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module in active:
+            module.train()
 
 
 def completion_mask(tokens: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
@@ -131,9 +178,14 @@ def prompt_texts(processor: Any, records: Sequence[TrainingRecord], videos: Vide
 
 @torch.no_grad()
 def generate_rollouts(model: Any, processor: Any, records: Sequence[TrainingRecord],
-                      videos: VideoCache, config: GRPOConfig, device: torch.device
-                      ) -> RolloutBatch:
-    """G sampled completions per record (record-major), with the inputs to score them."""
+                      videos: VideoCache, config: GRPOConfig, device: torch.device,
+                      seed: int | None = None) -> RolloutBatch:
+    """G sampled completions per record (record-major), with the inputs to score them.
+
+    Vision, chat-control and other special tokens cannot be sampled (a sampled
+    ``<|video_pad|>`` would break the video's token count); ``seed`` makes the sampling
+    depend on it alone, not on what ran before (the same rollouts on any process).
+    """
     tokenizer = processor.tokenizer
     texts, prepared = prompt_texts(processor, records, videos)
     g = config.num_generations
@@ -142,11 +194,15 @@ def generate_rollouts(model: Any, processor: Any, records: Sequence[TrainingReco
     batch = processor(text=texts, **processor_video_kwargs(prepared), return_tensors="pt",
                       padding=True, padding_side="left").to(device)
     stops = [tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.pad_token_id]
-    out = model.generate(
-        **batch, do_sample=True, temperature=config.temperature, top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens, eos_token_id=stops[0],
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = model.generate(
+            **batch, do_sample=True, temperature=config.temperature, top_p=config.top_p,
+            max_new_tokens=config.max_new_tokens, eos_token_id=stops[0],
+            pad_token_id=tokenizer.pad_token_id, suppress_tokens=rollout_suppressed_ids(tokenizer),
+        )
     completions = out[:, batch["input_ids"].shape[1]:]
     mask = completion_mask(completions, stops)
     inputs = dict(batch)
@@ -167,15 +223,18 @@ def token_logprobs(model: Any, rollouts: RolloutBatch) -> torch.Tensor:
     return torch.log_softmax(logits, dim=-1).gather(-1, rollouts.completions[..., None])[..., 0]
 
 
-def score_rollouts(records: Sequence[TrainingRecord], rollouts: RolloutBatch, g: int,
-                   fmt: AnswerFormat, format_weight: float, step: int) -> list[Rollout]:
+def score_rollouts(records: Sequence[TrainingRecord], rollouts: RolloutBatch,
+                   config: GRPOConfig, fmt: AnswerFormat, step: int) -> list[Rollout]:
     """Rewards and group advantages of a rollout batch (record-major groups of G)."""
-    parts = [reward_components(text, records[i // g].rating, fmt, format_weight)
+    g = config.num_generations
+    parts = [reward_components(text, records[i // g].rating, fmt, config.format_weight,
+                               config.reward_parsing)
              for i, text in enumerate(rollouts.texts)]
     totals = torch.tensor([p["total"] for p in parts]).view(len(records), g)
-    advantages = group_advantages(totals).view(-1).tolist()
+    advantages = group_advantages(totals, config.advantage_std, config.advantage_eps)
     result = []
-    for i, (text, p, adv) in enumerate(zip(rollouts.texts, parts, advantages, strict=True)):
+    for i, (text, p, adv) in enumerate(zip(rollouts.texts, parts, advantages.view(-1).tolist(),
+                                           strict=True)):
         r = records[i // g]
         result.append(Rollout(step, r.id, r.video_id, r.dimension, r.video, r.prompt, r.rating,
                               r.mos, text, p["accuracy"], p["format"], p["total"], adv))
@@ -194,8 +253,7 @@ def sample_rollouts(model: Any, processor: Any, records: Sequence[TrainingRecord
     for i in range(0, len(records), chunk):
         part = records[i:i + chunk]
         batch = generate_rollouts(model, processor, part, videos, config, device)
-        out += score_rollouts(part, batch, config.num_generations, fmt, config.format_weight,
-                              step)
+        out += score_rollouts(part, batch, config, fmt, step)
     return out
 
 
@@ -221,51 +279,156 @@ def setup_grpo(config: GRPOConfig, model_config: ModelConfig, init: str | None) 
 def make_grpo_state(model: Any, processor: Any, config: GRPOConfig, bf16: bool = False,
                     cpu: bool = False) -> GRPOState:
     """AdamW + scheduler on the trainable parameters, everything through ``accelerate``
-    (``cpu=True`` keeps the model on the CPU even where a GPU exists)."""
-    from accelerate import Accelerator
+    (``cpu=True`` keeps the model on the CPU even where a GPU exists). Without a GPU the
+    processes of ``torchrun`` meet over gloo: accelerate needs ``cpu`` to see them. The
+    scheduler steps once per update on any number of processes (accelerate's default steps it
+    once per process, for data loaders that shrink with the processes; a GRPO step's prompts
+    are the same on any number).
 
-    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=cpu)
+    Under DeepSpeed (``accelerate launch`` with a DeepSpeed config, ``ACCELERATE_USE_DEEPSPEED``)
+    the engine is built from that config with its ``auto`` values filled for GRPO
+    (:func:`_fill_deepspeed`); it replaces the plugin an SFT stage before filled for itself."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import parse_flag_from_env
+
+    deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
+    if deepspeed:
+        AcceleratorState._reset_state()  # a fresh DeepSpeed plugin, read from the config again
+    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no",
+                              cpu=cpu or not (torch.cuda.is_available() or deepspeed),
+                              step_scheduler_with_optimizer=False)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        _fill_deepspeed(accelerator, model, config)
     reference = None
     if config.kl_beta > 0:
         reference = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optim.learning_rate,
                                   betas=config.optim.betas, weight_decay=config.optim.weight_decay)
-    scheduler = get_scheduler(config.optim.scheduler, optimizer, config.optim.warmup_steps,
-                              config.max_steps * config.updates_per_batch)
+    updates = config.max_steps * config.updates_per_batch
+    scheduler = get_scheduler(config.optim.scheduler, optimizer, config.optim.warmup(updates),
+                              updates)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     return GRPOState(accelerator, model, processor, reference, optimizer, scheduler)
 
 
+def _fill_deepspeed(accelerator: Any, model: Any, config: GRPOConfig) -> None:
+    """Fill the DeepSpeed config's ``auto`` values for GRPO, which has no data loader to take
+    them from (as TRL does): a micro-batch is ``micro_batch_size`` prompts, an update
+    accumulates the step's micro-batches of this process, ``prompts_per_step`` in all; clipping
+    at ``max_grad_norm``; ZeRO's bucket sizes from the language model's hidden size h (h², 0.9·h²,
+    10·h, the values the Trainer fills). A value the config sets otherwise raises."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin.zero_stage == 3 and hasattr(model, "merge_and_unload"):
+        raise ConfigError(LORA_WITH_ZERO3)
+    if plugin.zero_stage == 3 and config.kl_beta > 0:
+        raise ConfigError("grpo.kl_beta > 0 with DeepSpeed ZeRO-3 is not supported (the frozen "
+                          "reference would be a whole copy outside the engine); use kl_beta: 0")
+    per_process = _per_process(config.prompts_per_step, accelerator.num_processes)
+    micro_batches = -(-per_process // config.micro_batch_size)
+    hidden = model.config.get_text_config().hidden_size
+    values = {"train_micro_batch_size_per_gpu": config.micro_batch_size,
+              "gradient_accumulation_steps": micro_batches,
+              "train_batch_size": config.micro_batch_size * micro_batches
+              * accelerator.num_processes,
+              "gradient_clipping": config.optim.max_grad_norm,
+              "zero_optimization.reduce_bucket_size": hidden * hidden,
+              "zero_optimization.stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+              "zero_optimization.stage3_param_persistence_threshold": 10 * hidden}
+    mismatches: list[str] = []
+    for key, value in values.items():
+        plugin.fill_match(key, mismatches, **{key: value})
+    if mismatches:
+        raise ConfigError("the DeepSpeed config disagrees with GRPO (set these to \"auto\"):\n"
+                          + "\n".join(mismatches))
+    accelerator.gradient_accumulation_steps = micro_batches
+
+
+def rollout_seed(seed: int, step: int, index: int) -> int:
+    """The sampling seed of the ``index``-th prompt of a step (the same on every process)."""
+    return (seed * 1_000_003 + step) * 1_000_003 + index
+
+
 def grpo_step(state: GRPOState, records: Sequence[TrainingRecord], videos: VideoCache,
-              config: GRPOConfig, fmt: AnswerFormat, step: int) -> tuple[list[Rollout], dict]:
-    """Rollouts for ``records``, then ``updates_per_batch`` clipped policy updates."""
+              config: GRPOConfig, fmt: AnswerFormat, step: int, seed: int | None = None,
+              first_index: int = 0) -> tuple[list[Rollout], dict]:
+    """Rollouts for this process's ``records`` (``micro_batch_size`` prompts per generate and
+    forward pass), then ``updates_per_batch`` clipped policy updates, the micro-batches'
+    gradients accumulated. ``seed`` and ``first_index`` (the records' place in the step's
+    prompts) fix each prompt's sampling independently of the process it runs on."""
     acc, model = state.accelerator, state.model
     policy = acc.unwrap_model(model)
+    size = config.micro_batch_size
+    chunks = [list(records[i:i + size]) for i in range(0, len(records), size)]
     policy.eval()
-    rollouts = generate_rollouts(policy, state.processor, records, videos, config, acc.device)
-    scored = score_rollouts(records, rollouts, config.num_generations, fmt,
-                            config.format_weight, step)
-    advantages = torch.tensor([r.advantage for r in scored], device=acc.device)
-    with torch.no_grad():
-        old = token_logprobs(model, rollouts)
-        ref = token_logprobs(state.reference, rollouts) if state.reference is not None else None
+    batches, scored = [], []
+    for n, chunk in enumerate(chunks):
+        chunk_seed = None if seed is None else rollout_seed(seed, step, first_index + n * size)
+        batch = generate_rollouts(policy, state.processor, chunk, videos, config, acc.device,
+                                  chunk_seed)
+        part = score_rollouts(chunk, batch, config, fmt, step)
+        batches.append((batch, torch.tensor([r.advantage for r in part], device=acc.device)))
+        scored += part
+    same_mode = config.logprob_dropout == "none"
+    if same_mode:
+        model.train()
+    with torch.no_grad(), dropout_off(model) if same_mode else nullcontext():
+        old = [token_logprobs(model, batch) for batch, _ in batches]
+        ref = [token_logprobs(state.reference, batch) if state.reference is not None else None
+               for batch, _ in batches]
     model.train()
+    local = sum(float(b.mask.sum()) if config.loss_aggregation == "token-mean" else len(b.mask)
+                for b, _ in batches)
+    # the step's count over all processes, per process: DDP averages the processes' gradients
+    denominator = acc.reduce(torch.tensor(local, device=acc.device), "sum") / acc.num_processes
+    # accelerate's accumulation: no gradient all-reduce (DDP) before the last micro-batch, where
+    # DeepSpeed's engine steps inside backward; the loss is divided by the micro-batches (by
+    # accelerate, or by the engine for the count fixed at setup, _fill_deepspeed), undone here
+    if acc.distributed_type == DistributedType.DEEPSPEED and (
+            model.gradient_accumulation_steps() != len(batches)):
+        raise ConfigError(f"{len(batches)} micro-batches in this step, but the DeepSpeed engine "
+                          f"was set up for {model.gradient_accumulation_steps()}")
+    acc.gradient_accumulation_steps = len(batches)
+    undo = len(batches)
     stats: dict[str, float] = {}
     for _ in range(config.updates_per_batch):
-        logp = token_logprobs(model, rollouts)
-        loss, stats = grpo_loss(logp, old, advantages, rollouts.mask, config.clip_epsilon, ref,
-                                config.kl_beta)
-        acc.backward(loss)
+        parts = []
+        acc.step = 0
+        for (batch, advantages), old_logp, ref_logp in zip(batches, old, ref, strict=True):
+            with acc.accumulate(model), dropout_off(model) if same_mode else nullcontext():
+                logp = token_logprobs(model, batch)
+                loss, part = grpo_loss(logp, old_logp, advantages, batch.mask,
+                                       config.clip_epsilon, ref_logp, config.kl_beta,
+                                       config.loss_aggregation, denominator)
+                acc.backward(loss * undo)
+            parts.append(part)
         acc.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
         state.optimizer.step()
         state.scheduler.step()
         state.optimizer.zero_grad()
-    n = len(scored)
-    stats.update(reward=sum(r.reward for r in scored) / n,
-                 reward_accuracy=sum(r.accuracy for r in scored) / n,
-                 reward_format=sum(r.format for r in scored) / n)
-    return scored, stats
+        stats = _combine(parts, acc)
+    return scored, {**stats, **reward_stats(scored)}
+
+
+def reward_stats(rollouts: Sequence[Rollout]) -> dict[str, float]:
+    """Mean and std of R, and the rates of R_acc = 1 and R_fmt = 1, over rollouts."""
+    rewards = torch.tensor([r.reward for r in rollouts])
+    return {"reward": rewards.mean().item(), "reward_std": rewards.std(unbiased=False).item(),
+            "accuracy_rate": sum(r.accuracy for r in rollouts) / len(rollouts),
+            "format_rate": sum(r.format for r in rollouts) / len(rollouts)}
+
+
+def _combine(parts: Sequence[dict[str, float]], acc: Any) -> dict[str, float]:
+    """One update's statistics over its micro-batches and all processes: the loss summed over
+    micro-batches and averaged over processes (each process's part is normalised by the step's
+    count / processes, so the mean is the step's loss), the rest token-weighted means."""
+    keys = ("kl", "clip_fraction", "ratio")
+    sums = torch.tensor([[p["loss"], p["tokens"], *(p[k] * p["tokens"] for k in keys)]
+                         for p in parts], dtype=torch.float64).sum(dim=0)
+    loss, tokens, *weighted = acc.reduce(sums.to(acc.device), "sum").tolist()
+    return {"loss": loss / acc.num_processes,
+            **{key: value / (tokens or 1.0) for key, value in zip(keys, weighted, strict=True)}}
 
 
 def _checkpoints(output_dir: Path) -> list[Path]:
@@ -285,7 +448,9 @@ def _resume(state: GRPOState, output_dir: Path) -> int:
 def _save(state: GRPOState, output_dir: Path, step: int) -> None:
     path = output_dir / f"checkpoint-{step}"
     state.accelerator.save_state(str(path))
-    (path / "step.json").write_text(json.dumps({"step": step}))
+    if state.accelerator.is_main_process:
+        (path / "step.json").write_text(json.dumps({"step": step}))
+    state.accelerator.wait_for_everyone()
 
 
 def _log_rollouts(path: Path, rollouts: Sequence[Rollout], start: int) -> None:
@@ -314,21 +479,49 @@ def train_grpo(
     video = VideoConfig.from_dict(config.video)
     videos = VideoCache(video)
     start = _resume(state, output_dir)
+    acc = state.accelerator
+    per_process = _per_process(config.prompts_per_step, acc.num_processes)
+    if config.prompts_per_step > len(records):
+        raise ConfigError(f"grpo.prompts_per_step ({config.prompts_per_step}) exceeds the "
+                          f"{len(records)} RL records in {config.records!r}")
     order = random.Random(model_config.seed)
-    picks = [order.sample(records, min(config.prompts_per_step, len(records)))
-             for _ in range(config.max_steps)]
+    picks = [order.sample(records, config.prompts_per_step) for _ in range(config.max_steps)]
     for step in range(start, config.max_steps):
-        scored, stats = grpo_step(state, picks[step], videos, config, answer_format, step)
-        _log_rollouts(output_dir / "rollouts.jsonl", scored, start)
-        if log and (step + 1) % config.logging_steps == 0:
+        first = acc.process_index * per_process
+        mine = picks[step][first:first + per_process]
+        scored, stats = grpo_step(state, mine, videos, config, answer_format, step,
+                                  model_config.seed, first)
+        scored = _gather(acc, scored)
+        stats.update(reward_stats(scored))  # over all processes' rollouts
+        if acc.is_main_process:
+            _log_rollouts(output_dir / "rollouts.jsonl", scored, start)
+        if log and acc.is_main_process and (step + 1) % config.logging_steps == 0:
             log(f"grpo step {step + 1}/{config.max_steps} "
                 + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
         if (step + 1) % config.save_steps == 0 or step + 1 == config.max_steps:
             _save(state, output_dir, step + 1)
-    model = state.accelerator.unwrap_model(state.model)
     scorer = ScorerSpec(answer_format=answer_format, video=video,
                         max_new_tokens=config.max_new_tokens)
-    return save_model(model, state.processor, output_dir / "final", scorer)
+    final = output_dir / "final"
+    save_model(state.model, state.processor, final, scorer, acc)  # every process: ZeRO-3 gathers
+    acc.wait_for_everyone()
+    return final
+
+
+def _per_process(prompts: int, processes: int) -> int:
+    if prompts % processes:
+        raise ConfigError(f"grpo.prompts_per_step ({prompts}) must be a multiple of the "
+                          f"number of processes ({processes})")
+    return prompts // processes
+
+
+def _gather(acc: Any, rollouts: list[Rollout]) -> list[Rollout]:
+    """Every process's rollouts, in process order (the step's prompt order)."""
+    if acc.num_processes == 1:
+        return rollouts
+    from accelerate.utils import gather_object
+
+    return [Rollout(**row) for row in gather_object([asdict(r) for r in rollouts])]
 
 
 def load_rollouts(path: str | Path) -> list[Rollout]:
@@ -341,47 +534,3 @@ def load_rollouts(path: str | Path) -> list[Rollout]:
         return [Rollout(**row) for _, row in read.rows]
     except TypeError as error:
         raise AnnotationError(f"{path}: not a rollout row: {error}") from error
-
-
-# ---- verl export -------------------------------------------------------------------------
-VERL_REWARD_FILE = '''"""Q-Save's GRPO reward for verl: R = R_acc + 0.5·R_fmt (paper Sec. 4.3).
-
-Needs qsave importable in verl's environment (pip install qsave).
-"""
-from qsave.train.rewards import compute_score  # noqa: F401
-'''
-
-
-def export_verl(records: Sequence[TrainingRecord], out_dir: str | Path,
-                answer_format: AnswerFormat = AnswerFormat.THINK_FIRST) -> dict[str, Path]:
-    """Write ``train.parquet`` (verl's RL schema, the video as ``<video>`` in the prompt) and
-    ``qsave_reward.py`` (``compute_score``); returns the paths and the overrides to pass."""
-    import pandas as pd
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [_verl_row(i, r, answer_format) for i, r in enumerate(records)]
-    data = out / "train.parquet"
-    pd.DataFrame(rows).to_parquet(data, index=False)
-    reward = out / "qsave_reward.py"
-    reward.write_text(VERL_REWARD_FILE, encoding="utf-8")
-    overrides = out / "verl_overrides.txt"
-    overrides.write_text(
-        f"data.train_files={data}\ncustom_reward_function.path={reward}\n"
-        "custom_reward_function.name=compute_score\nalgorithm.adv_estimator=grpo\n",
-        encoding="utf-8")
-    return {"data": data, "reward": reward, "overrides": overrides}
-
-
-def _verl_row(index: int, record: TrainingRecord, fmt: AnswerFormat) -> dict:
-    text = user_text(record, next(item["text"] for m in record.messages if m["role"] == "user"
-                                  for item in m["content"] if item.get("type") == "text"))
-    return {
-        "data_source": "qsave",
-        "prompt": [{"role": "user", "content": "<video>" + text}],
-        "videos": [{"video": record.video}],
-        "ability": f"video_quality/{record.dimension}",
-        "reward_model": {"style": "rule", "ground_truth": record.rating},
-        "extra_info": {"index": index, "id": record.id, "dimension": record.dimension,
-                       "answer_format": fmt.value, "mos": record.mos},
-    }

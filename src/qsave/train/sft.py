@@ -17,6 +17,7 @@ r̂ = Σ softmax(rating logits)·w at the rating position, regressed on r = (MOS
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from qsave.model.scorer import rating_expectation
 from qsave.prompts import AnswerFormat
 from qsave.spec import ScorerSpec
 from qsave.train.common import (
+    LORA_WITH_ZERO3,
     VideoCache,
     answer_text,
     load_for_training,
@@ -193,18 +195,22 @@ class QsaveSFTTrainer(Trainer):
 # ---- the stage ---------------------------------------------------------------------------
 def training_arguments(config: SFTConfig, model_config: ModelConfig, output_dir: Path
                        ) -> TrainingArguments:
-    """TrainingArguments mirroring ``SFTConfig`` (AdamW betas, clipping, warm-up, cosine)."""
+    """TrainingArguments mirroring ``SFTConfig`` (AdamW betas, clipping, warm-up, cosine);
+    accumulation makes up ``effective_batch_size`` over the launcher's ``WORLD_SIZE`` processes."""
+    warmup = config.optim.warmup_ratio or config.optim.warmup_steps  # < 1: a ratio
     return TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, num_train_epochs=config.epochs,
+        gradient_accumulation_steps=config.grad_accum(int(os.environ.get("WORLD_SIZE", "1"))),
+        num_train_epochs=config.epochs,
         max_steps=config.max_steps, learning_rate=config.optim.learning_rate,
         weight_decay=config.optim.weight_decay, adam_beta1=config.optim.betas[0],
         adam_beta2=config.optim.betas[1], max_grad_norm=config.optim.max_grad_norm,
-        warmup_steps=config.optim.warmup_steps, lr_scheduler_type=config.optim.scheduler,
+        warmup_steps=warmup, lr_scheduler_type=config.optim.scheduler,
         save_steps=config.save_steps, logging_steps=config.logging_steps,
         bf16=use_bf16(model_config), seed=model_config.seed, remove_unused_columns=False,
         report_to=[], deepspeed=config.deepspeed, dataloader_num_workers=0,
-        save_only_model=False, use_cpu=not torch.cuda.is_available(),
+        save_only_model=False,
+        use_cpu=not (torch.cuda.is_available() or config.deepspeed),  # DeepSpeed: its own device
     )
 
 
@@ -229,7 +235,14 @@ def train_sft(
         train_dataset=list(records), data_collator=collator, rating_ids=collator.rating_ids,
         alpha=config.alpha, beta=config.beta,
     )
+    plugin = trainer.accelerator.state.deepspeed_plugin
+    if model_config.lora and plugin is not None and plugin.zero_stage == 3:
+        raise ConfigError(LORA_WITH_ZERO3)
     resume = any(output_dir.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
     scorer = ScorerSpec(answer_format=answer_format, video=video)
-    return save_model(trainer.model, processor, output_dir / "final", scorer)
+    final = output_dir / "final"
+    # every process (ZeRO-3 gathers the partitioned weights); the main process writes
+    save_model(trainer.model_wrapped, processor, final, scorer, trainer.accelerator)
+    trainer.accelerator.wait_for_everyone()
+    return final
