@@ -59,7 +59,8 @@ def folder(corpus_records, tmp_path_factory):
                      "save_steps": GRPO_STEPS,
                      "prompts_per_step": PROMPTS, "num_generations": GROUP,
                      "micro_batch_size": 1, "updates_per_batch": 2, "kl_beta": 0.1,
-                     "max_new_tokens": 8, "reward_parsing": "lenient", "optim": optim}}
+                     "max_new_tokens": 8, "reward_parsing": "lenient", "optim": optim,
+                     "temperature": 2.0}}  # varied ratings: rewards differ in a group
     for name, config in (("sft", sft), ("grpo", grpo)):
         (folder / f"{name}.json").write_text(json.dumps(config))
     return folder

@@ -52,7 +52,8 @@ def folder(corpus_records, tmp_path_factory):
                 "grpo": {"records": "records.jsonl", "max_steps": GRPO_STEPS,
                          "save_steps": GRPO_STEPS, "prompts_per_step": PROMPTS,
                          "num_generations": GROUP, "micro_batch_size": 1,
-                         "max_new_tokens": 8, "reward_parsing": "lenient", "optim": optim}}
+                         "max_new_tokens": 8, "reward_parsing": "lenient", "optim": optim,
+                         "temperature": 2.0}}  # varied ratings: rewards differ in a group
         (folder / f"sft-{name}.json").write_text(json.dumps(sft))
         (folder / f"grpo-{name}.json").write_text(json.dumps(grpo))
     return folder
@@ -92,7 +93,7 @@ def test_zero3_final_checkpoint_is_whole_and_equals_ddp(runs, folder, tiny_dir, 
     assert all(zero3[k].shape == initial[k].shape for k in zero3)
     gap = max((zero3[k] - ddp[k]).abs().max().item() for k in zero3)
     moved = max((zero3[k] - initial[k]).abs().max().item() for k in zero3)
-    assert gap <= WEIGHT_ATOL < moved / 25, f"ZeRO-3 vs DDP: {gap}; moved {moved}"
+    assert gap <= WEIGHT_ATOL and gap * 25 < moved, f"ZeRO-3 vs DDP: {gap}; moved {moved}"
     loaded = Qwen3VLForConditionalGeneration.from_pretrained(final, dtype=torch.float32)
     assert all(torch.equal(loaded.state_dict()[k], zero3[k]) for k in zero3)
     assert (final / "qsave_scorer.json").is_file() and (final / "tokenizer.json").is_file()
