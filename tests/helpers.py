@@ -70,3 +70,20 @@ def torchrun(worker, args, processes=2, env=None):
     done = subprocess.run(command, env=env, capture_output=True, text=True,
                           timeout=TORCHRUN_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+
+def prepared_clips(root, per_length):
+    """``per_length`` synthetic clips of 0.5 s and as many of 1 s (a batch of both needs
+    padding), decoded and SlowFast-planned, with their prompts, as ``scorer.VideoPrompt``s."""
+    from qsave.data.synthetic import SynthConfig, write_corpus
+    from qsave.model import scorer
+    from qsave.video.inputs import VideoConfig, prepare_video
+
+    prepared = []
+    for seconds, seed in ((0.5, 0), (1.0, 1)):
+        corpus = write_corpus(root / str(seed), SynthConfig(n=per_length, seed=seed,
+                                                            seconds=seconds))
+        for clip in corpus.clips:
+            video = prepare_video(root / str(seed) / clip.path, VideoConfig())
+            prepared.append(scorer.VideoPrompt(video, clip.prompt))
+    return prepared

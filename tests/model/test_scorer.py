@@ -6,13 +6,12 @@ import math
 import pytest
 import torch
 
-from qsave.data.synthetic import SynthConfig, write_corpus
+from helpers import prepared_clips
 from qsave.dimensions import DIMENSIONS, RATINGS, WEIGHTS, Dimension
 from qsave.errors import ModelError, UnclosedAnalysisError
 from qsave.model import scorer
 from qsave.model.load import rating_token_ids
 from qsave.prompts import THINK_CLOSE, THINK_OPEN, AnswerFormat, dimension_question, video_context
-from qsave.video.inputs import VideoConfig, prepare_video
 
 TOL = 1e-4  # fp32 tolerance of the issue (batch 1 vs 8, shared vs independent)
 
@@ -20,13 +19,7 @@ TOL = 1e-4  # fp32 tolerance of the issue (batch 1 vs 8, shared vs independent)
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     """Eight prepared clips of two lengths (0.5 s and 1 s, 64 px), several slow/fast runs."""
-    root = tmp_path_factory.mktemp("scorer-clips")
-    prepared = []
-    for seconds, seed in ((0.5, 0), (1.0, 1)):
-        corpus = write_corpus(root / str(seed), SynthConfig(n=4, seed=seed, seconds=seconds))
-        for clip in corpus.clips:
-            video = prepare_video(root / str(seed) / clip.path, VideoConfig())
-            prepared.append(scorer.VideoPrompt(video, clip.prompt))
+    prepared = prepared_clips(tmp_path_factory.mktemp("scorer-clips"), 4)
     prepared[1].prompt = None  # a video without a generation prompt
     return prepared
 

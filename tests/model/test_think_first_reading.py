@@ -7,8 +7,7 @@ import copy
 import pytest
 import torch
 
-from helpers import evaluator_on
-from qsave.data.synthetic import SynthConfig, write_corpus
+from helpers import evaluator_on, prepared_clips
 from qsave.dimensions import DIMENSIONS, WEIGHTS
 from qsave.errors import ConfigError, UnclosedAnalysisError
 from qsave.evaluator import Evaluator, ScoreItem
@@ -16,7 +15,7 @@ from qsave.model import scorer
 from qsave.model.load import rating_token_ids
 from qsave.prompts import THINK_CLOSE, THINK_OPEN, AnswerFormat, dimension_question, video_context
 from qsave.spec import ScorerSpec, ThinkFirstReading
-from qsave.video.inputs import VideoConfig, prepare_video, processor_video_kwargs, video_content
+from qsave.video.inputs import processor_video_kwargs, video_content
 
 TOL = 1e-4  # fp32, as in test_scorer.py
 MAX_NEW_TOKENS = 12  # the analyses of the closing model below take 3–12 tokens or never close
@@ -39,14 +38,7 @@ def closing(tiny):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Six prepared clips, 0.5 s and 1 s (the batch needs padding), with their prompts."""
-    root = tmp_path_factory.mktemp("think-first-clips")
-    prepared = []
-    for seconds, seed in ((0.5, 0), (1.0, 1)):
-        corpus = write_corpus(root / str(seed), SynthConfig(n=3, seed=seed, seconds=seconds))
-        for clip in corpus.clips:
-            video = prepare_video(root / str(seed) / clip.path, VideoConfig())
-            prepared.append(scorer.VideoPrompt(video, clip.prompt))
-    return prepared
+    return prepared_clips(tmp_path_factory.mktemp("think-first-clips"), 3)
 
 
 def setup_for(model, fmt=THINK, reading=GENERATE):
