@@ -3,10 +3,12 @@
 Hand-made clip statistics (per-frame gradient energy, Laplacian, 8-px block edges, grey-level
 count, frame-to-frame and brightness differences; mean, std, min and max over the clip) and a
 closed-form ridge regression fitted on the training clips predict the visual and dynamic scores
-of the held-out test clips. The clips are the demo's (``build_data``): its 240-clip corpus plus
-the train split of its 1200-clip pool, decoded with the demo's video settings. The printed
-SRCC/PLCC per dimension (of the 0..1 scores, a linear map of the MOS) is what the tiny
-Qwen3-VL of the demo should at least reach; its goal is 0.8.
+of the held-out test clips. The clips are the demo recipe's (``DemoConfig().synth()``, the
+1,440-clip ``synth-tiny-cpu.yaml``; ``--clips`` writes fewer), written with its records by
+:func:`qsave.demo_recipe.write_records`: fitted on the ``train`` split (stage 1's records),
+tested on the ``test`` split, decoded with stage 1's video settings (``sft.video`` of
+``train-tiny-cpu.yaml``). The printed SRCC/PLCC per dimension (of the 0..1 scores, a linear map
+of the MOS) is what the tiny Qwen3-VL of the demo should at least reach; its goal is 0.8.
 
     python benchmarks/corpus_baseline.py --workdir /tmp/corpus-baseline
 """
@@ -14,14 +16,17 @@ Qwen3-VL of the demo should at least reach; its goal is 0.8.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from qsave.demo_recipe import DemoConfig, build_data, clip_targets
+from qsave.data.records import load_records
+from qsave.demo_recipe import DemoConfig, write_records
 from qsave.eval.metrics import plcc, srcc
+from qsave.train.aids import clip_targets
 from qsave.train.common import VideoCache
-from qsave.video.inputs import PreparedVideo
+from qsave.video.inputs import PreparedVideo, VideoConfig
 
 DIMENSIONS = ("visual", "dynamic")
 
@@ -65,14 +70,21 @@ def ridge(x: np.ndarray, y: np.ndarray, strength: float = 1.0):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, required=True, help="corpora are written here")
+    parser.add_argument("--workdir", type=Path, required=True,
+                        help="the corpus and its records are written here")
+    parser.add_argument("--clips", type=int, default=None,
+                        help="clips in the corpus (default: the recipe's)")
     args = parser.parse_args(argv)
-    data = build_data(args.workdir, DemoConfig())  # the demo's corpus, pool and video settings
-    x_train, y_train = features_and_mos(data.train, data.videos)
-    x_test, y_test = features_and_mos(data.test, data.videos)
+    demo = DemoConfig()
+    synth = demo.synth() if args.clips is None else replace(demo.synth(), n=args.clips)
+    write_records(args.workdir, synth)
+    videos = VideoCache(VideoConfig.from_dict(demo.train(args.workdir).sft.video))
+    records = args.workdir / "records"
+    x_train, y_train = features_and_mos(load_records(records / "train.jsonl").records, videos)
+    x_test, y_test = features_and_mos(load_records(records / "test.jsonl").records, videos)
     predict = ridge(x_train, y_train)(x_test)
     print(f"ridge on hand-made clip statistics: {len(x_train)} training clips, "
-          f"{len(x_test)} held-out test clips")
+          f"{len(x_test)} held-out test clips ({synth.n}-clip corpus)")
     for j, name in enumerate(DIMENSIONS):
         print(f"  {name:8s} SRCC {srcc(predict[:, j], y_test[:, j]):.3f}  "
               f"PLCC {plcc(predict[:, j], y_test[:, j]):.3f}  (the demo's goal: SRCC ≥ 0.8)")

@@ -6,22 +6,27 @@ read that position after a greedy analysis and its generated ``</think>``
 (``ThinkFirstReading.GENERATE``, the context training shows) or after a forced empty
 ``<think></think>`` (``EMPTY_THINK``: no generation, two passes per batch).
 
-This trains the demo recipe's stage 1 (:mod:`qsave.demo_recipe`: its corpus, the DEMO-ONLY
-vision warm-up, think-first SFT) at ``--step-scale`` of its steps on the CPU — or loads the
-checkpoint a previous run saved in ``--workdir`` — scores the held-out test clips both ways
-through the scoring pipeline, and prints per dimension SRCC/PLCC against MOS, the mean and
-largest |Δr̂| between the readings, how often their most likely rating agrees, a paired
-bootstrap 95 % interval of SRCC(generate) − SRCC(empty-think), the items that could not be
-read (an analysis that never closes) and the seconds per clip (frames already decoded). The
-figures and every clip's r̂ go to ``--workdir/think_first_reading-scale<s>-seed<n>.json``.
+This trains the demo recipe's stage 1 — ``qsave train``'s sft stage (:func:`qsave.train.
+pipeline.run_pipeline`) on ``train-tiny-cpu.yaml`` (vision warm-up, think-first SFT) at
+``--step-scale`` of its steps, on the records of the recipe's corpus (``synth-tiny-cpu.yaml``,
+1,440 clips; ``--clips`` writes fewer) — or skips it when ``--workdir`` holds that stage
+finished with the same config, loads ``stage1-sft/final``, scores the held-out test clips both
+ways through the scoring pipeline (``max_new_tokens`` of the recipe's ``eval``), and prints per
+dimension SRCC/PLCC against MOS, the mean and largest |Δr̂| between the readings, how often
+their most likely rating agrees, a paired bootstrap 95 % interval of SRCC(generate) −
+SRCC(empty-think), the items that could not be read (an analysis that never closes) and the
+seconds per clip (frames already decoded). The figures and every clip's r̂ go to
+``--workdir/think_first_reading-scale<s>-seed<n>.json``.
 
     python benchmarks/think_first_reading.py                   # stage 1 at half its steps
     python benchmarks/think_first_reading.py --step-scale 0.25
 
-Figures (CPU, 2 threads; docs/architecture.md, "Think-first reading"): at step scale 0.5 the
-readings differ by |Δr̂| ≈ 0.5 on every dimension (after an empty analysis the model answers
-about Good whatever the clip), dynamic SRCC 0.785 (generate) vs 0.269 (empty-think); at 0.25,
-0.833 vs 0.759 with mean |Δr̂| 0.094. Generate: 0.07–0.10 s per clip, empty-think 0.02 s.
+Figures (CPU, 2 threads; docs/architecture.md, "Think-first reading"), measured with the
+earlier in-script demo recipe (240 clips plus a 1200-clip pool, 42 held-out clips), not yet
+with the YAML recipe: at step scale 0.5 the readings differ by |Δr̂| ≈ 0.5 on every dimension
+(after an empty analysis the model answers about Good whatever the clip), dynamic SRCC 0.785
+(generate) vs 0.269 (empty-think); at 0.25, 0.833 vs 0.759 with mean |Δr̂| 0.094. Generate:
+0.07–0.10 s per clip, empty-think 0.02 s.
 """
 
 from __future__ import annotations
@@ -35,65 +40,49 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qsave.demo_recipe import (
-    DemoConfig,
-    build_data,
-    clip_targets,
-    demo_spec,
-    in_memory_evaluator,
-    sft_stage,
-    warm_up_vision,
-)
-from qsave.dimensions import DIMENSIONS
+from qsave.data.records import load_records
+from qsave.data.synthetic import SynthConfig
+from qsave.demo_recipe import DemoConfig, write_records
+from qsave.dimensions import DIMENSIONS, mos_to_score
 from qsave.eval.metrics import plcc, srcc
-from qsave.evaluator import ScoreItem
-from qsave.prompts import AnswerFormat
+from qsave.evaluator import Evaluator, ScoreItem
 from qsave.spec import ThinkFirstReading
-from qsave.train.common import save_model
+from qsave.train.common import VideoCache
+from qsave.train.pipeline import DONE, run_pipeline, stage_dir
 
-FORMAT = AnswerFormat.THINK_FIRST
 BOOTSTRAP = 2000  # paired resamples of the held-out clips for the SRCC difference
 
 
-def stage1_model(workdir: Path, config: DemoConfig, data, log=print):
-    """The demo's stage 1 checkpoint at ``config``'s step scale: loaded when saved, else
-    trained (vision warm-up, then think-first SFT) and saved in ``workdir``."""
-    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
-
-    from qsave.model.tiny import build_tiny
-
-    folder = workdir / f"stage1-scale{config.step_scale:g}-seed{config.seed}"
-    if (folder / "config.json").is_file():
-        log(f"stage 1 checkpoint: {folder} (saved by an earlier run)")
-        model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
-        return model, AutoProcessor.from_pretrained(folder), 0.0
-    clock = time.perf_counter()
-    torch.manual_seed(config.seed)
-    model, processor = build_tiny(config.seed)
-    probe = warm_up_vision(model, processor, data, config, log)
-    sft_stage(model, processor, data.train, data, config, FORMAT,
-              config.scaled(config.sft_steps), probe, log, "stage 1 SFT")
-    seconds = time.perf_counter() - clock
-    save_model(model, processor, folder, demo_spec(config, FORMAT))
-    log(f"trained stage 1 in {seconds:.0f} s; saved to {folder}")
-    return model, processor, seconds
+def stage1(workdir: Path, config: DemoConfig, synth: SynthConfig, seed: int):
+    """The recipe's training config and its stage 1 checkpoint, trained by the pipeline's sft
+    stage (skipped when a run in ``workdir`` finished it with the same config)."""
+    write_records(workdir, synth)
+    train = config.train(workdir)
+    train.model.seed = seed
+    train.output_dir = str(workdir / f"run-scale{config.step_scale:g}-seed{seed}")
+    return train, run_pipeline(train, ("sft",))["sft"]
 
 
-def read_both(model, processor, config: DemoConfig, data, batch_size: int) -> dict:
+def read_both(checkpoint: Path, train, batch_size: int) -> dict:
     """Score the held-out clips with each reading; scores, errors and time per clip."""
-    targets = clip_targets(data.test)
-    prompts = {r.video: r.prompt for r in data.test}
-    paths = sorted(targets)
-    items = [ScoreItem(data.videos.get(p), prompts[p], id=p) for p in paths]  # decoded once
-    runs = {}
-    for reading in ThinkFirstReading:
-        spec = replace(demo_spec(config, FORMAT), video=data.videos.config,
-                       think_first_reading=reading)
-        evaluator = in_memory_evaluator(model.eval(), processor, spec)
+    targets: dict[str, dict[str, float]] = {}
+    prompts: dict[str, str | None] = {}
+    for r in load_records(train.eval.records).records:
+        targets.setdefault(r.video, {})[r.dimension] = mos_to_score(r.mos)
+        prompts[r.video] = r.prompt
+    overrides = {"max_new_tokens": train.eval.max_new_tokens} if train.eval.max_new_tokens else {}
+    evaluators = {reading: Evaluator.from_pretrained(str(checkpoint), think_first_reading=reading,
+                                                     **overrides) for reading in ThinkFirstReading}
+    spec = evaluators[ThinkFirstReading.GENERATE].spec
+    videos = VideoCache(spec.video)  # decoded once, with the checkpoint's video settings
+    paths, runs = sorted(targets), {}
+    items = [ScoreItem(videos.get(p), prompts[p], id=p) for p in paths]
+    for reading, evaluator in evaluators.items():
         clock = time.perf_counter()
         results = list(evaluator.score_many(items, batch_size=batch_size))
         runs[reading.value] = {"seconds": time.perf_counter() - clock, "results": results}
-    return {"paths": paths, "targets": targets, "runs": runs}
+    return {"paths": paths, "targets": targets, "runs": runs,
+            "max_new_tokens": spec.max_new_tokens}
 
 
 def figures(scored: dict) -> dict:
@@ -156,18 +145,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qsave-think-first-reading"))
     parser.add_argument("--step-scale", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the corpus's and the model's")
+    parser.add_argument("--clips", type=int, default=None,
+                        help="clips in the corpus (default: the recipe's)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = DemoConfig(step_scale=args.step_scale, seed=args.seed, threads=args.threads)
+    config = DemoConfig(step_scale=args.step_scale, threads=args.threads)
+    synth = replace(config.synth(), seed=args.seed, **({} if args.clips is None
+                                                       else {"n": args.clips}))
     args.workdir.mkdir(parents=True, exist_ok=True)
-    data = build_data(args.workdir, config)
-    model, processor, train_seconds = stage1_model(args.workdir, config, data)
-    report = figures(read_both(model, processor, config, data, args.batch_size))
-    report |= {"step_scale": args.step_scale, "seed": args.seed,
-               "max_new_tokens": config.max_new_tokens, "train_seconds": round(train_seconds)}
+    train, checkpoint = stage1(args.workdir, config, synth, args.seed)
+    done = json.loads((stage_dir(train.output_dir, "sft") / DONE).read_text())
+    scored = read_both(checkpoint, train, args.batch_size)
+    report = figures(scored)
+    report |= {"step_scale": args.step_scale, "seed": args.seed, "corpus_clips": synth.n,
+               "checkpoint": str(checkpoint),
+               "max_new_tokens": scored["max_new_tokens"],
+               "train_seconds": round(done["seconds"])}
     print_figures(report)
     path = args.workdir / f"think_first_reading-scale{args.step_scale:g}-seed{args.seed}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")

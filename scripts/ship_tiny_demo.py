@@ -1,13 +1,15 @@
 """Train the tiny model with the demo recipe and write the shipped ``tiny-demo`` model folder.
 
-Run it once per change of the recipe (:mod:`qsave.demo_recipe`, ``DemoConfig``'s defaults) and
-commit the folder: git keeps every version of the weights. ``tests/test_demo.py`` fails while
-the shipped provenance's config differs from the recipe's.
+Run it once per change of the recipe (``configs/train-tiny-cpu.yaml``, ``configs/synth-tiny-
+cpu.yaml``, ``DemoConfig``'s defaults) and commit the folder: git keeps every version of the
+weights. ``tests/test_demo.py`` fails while the shipped provenance's recipe differs from the
+current one.
 
     .venv/bin/python scripts/ship_tiny_demo.py            # ~10 min on 2 CPU cores
 
 It trains in ``--workdir`` (``runs/ship-tiny-demo``, git-ignored; a second run with the same
-recipe reuses its checkpoint and only re-scores), then writes ``src/qsave/assets/tiny-demo``:
+recipe skips the finished stages, as ``qsave train`` does), then writes
+``src/qsave/assets/tiny-demo``:
 float16 safetensors, the processor, ``qsave_scorer.json`` and ``provenance.json`` (recipe
 config, seed, git commit, held-out SRCC/PLCC per dimension and n, measured on the written
 float16 weights by the code ``qsave demo`` runs), and ``src/qsave/assets/tiny-demo-held-out``:
@@ -29,14 +31,12 @@ from rich.console import Console
 
 from qsave.demo import (
     MAX_SHIPPED_BYTES,
-    demo_config,
     export_model,
     folder_bytes,
-    held_out_synth,
     shipped_held_out_dir,
     write_held_out,
 )
-from qsave.demo_recipe import train_demo
+from qsave.demo_recipe import DemoConfig, train_demo
 from qsave.spec import shipped_tiny_demo_dir
 
 
@@ -48,14 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     clock = time.perf_counter()
-    config = demo_config()  # the recipe as it is: nothing here may change it
+    config = DemoConfig()  # the recipe as it is: nothing here may change it
     report = train_demo(args.workdir / "train", console, config=config)
     held_out = args.workdir / "tiny-demo-held-out"  # encoded once, shipped, scored
     shutil.rmtree(held_out, ignore_errors=True)
-    write_held_out(held_out, held_out_synth(config))
+    write_held_out(held_out, config.synth())
     staged = args.workdir / "tiny-demo"
-    _, provenance = export_model(args.workdir / "train" / "checkpoint", staged, config,
-                                 held_out, report)
+    _, provenance = export_model(report.checkpoint, staged,
+                                 config.provenance(args.workdir / "train"), held_out, report)
     size = folder_bytes(staged) + folder_bytes(held_out)
     if size > MAX_SHIPPED_BYTES:
         console.print(f"[red]{staged} and {held_out} hold {size:,} bytes, over "

@@ -183,10 +183,14 @@ def test_a_finished_run_is_resumed_without_loading_the_model(corpus, tmp_path, c
 def test_the_demo_runs_on_the_plain_install(tmp_path):
     """README's first command installs qsave without extras: `qsave demo` must not need
     pandas (the [report] extra) nor the training stack."""
+    from qsave.model.load import read_provenance
+    from qsave.spec import shipped_tiny_demo_dir
+
     code = ("import sys; sys.modules['pandas'] = None; sys.modules['peft'] = None\n"
             "from qsave.cli import main\n"
             f"raise SystemExit(main(['demo', '--json', '-o', {str(tmp_path)!r}]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["dimensions"]["visual"]["n"] == 42
+    shipped = read_provenance(shipped_tiny_demo_dir())["held_out"]["n"]
+    assert json.loads(done.stdout)["dimensions"]["visual"]["n"] == shipped

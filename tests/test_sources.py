@@ -7,7 +7,7 @@ import pytest
 
 from qsave.cli import main
 from qsave.data.synthetic import SynthConfig, write_corpus
-from qsave.errors import AnnotationError, DuplicateIdError
+from qsave.errors import AnnotationError, DuplicateIdError, UsageError
 from qsave.sources import items_from
 
 FIXTURES = __import__("pathlib").Path(__file__).parent / "eval" / "fixtures"
@@ -101,3 +101,22 @@ def test_qsave_eval_refuses_duplicate_ids(tmp_path, capsys):
                  "videogen-rewardbench"])
     assert code == 2
     assert "'kling/0001' (lines 1, 3)" in capsys.readouterr().err
+
+
+def test_split_keeps_the_manifest_lines_of_one_split(corpus, tmp_path, capsys):
+    from qsave.sources import scan
+
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    test = [r["id"] for r in rows if r["split"] == "test"]
+    assert test and [i.name for i in scan(corpus / "manifest.jsonl", split="test").items] == test
+    with pytest.raises(UsageError, match=r"no line of .* is in split 'tset' \(splits found: "):
+        scan(corpus / "manifest.jsonl", split="tset")
+    with pytest.raises(UsageError, match="selects lines of a manifest"):
+        scan(corpus / "clips", split="test")
+    bare = tmp_path / "bare.jsonl"  # a manifest without split fields says so
+    bare.write_text("".join(json.dumps({"path": str(corpus / r["path"])}) + "\n" for r in rows))
+    with pytest.raises(UsageError, match="none: the lines have no split field"):
+        scan(bare, split="test")
+    assert main(["score", str(corpus / "manifest.jsonl"), "--split", "tset", "--model", "tiny",
+                 "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert "no line of" in capsys.readouterr().err and not (tmp_path / "out.jsonl").exists()

@@ -67,6 +67,7 @@ def data_synth(
     ] = None,
 ) -> None:
     """Write synthetic AI-video-like clips with labelled defects, a manifest and ratings."""
+    from qsave.data.annotations import staged
     from qsave.data.synthetic import SynthConfig, load_synth_config, write_corpus
 
     flags = {"n": count if count is not None else n, "seed": seed, "size": size, "fps": fps,
@@ -74,15 +75,18 @@ def data_synth(
     base = load_synth_config(config) if config else {}
     given = {k: v for k, v in flags.items() if v is not None}
     settings = SynthConfig.from_mapping({**base, **given})
-    corpus = write_corpus(out, settings)
-    console.print(
-        f"wrote {len(corpus.clips)} clips, {corpus.manifest_path}, {corpus.ratings_path}, "
-        f"{corpus.raters_path}"
-    )
-    for error in corpus.errors:
-        console.print(f"[red]failed:[/red] {error}")
-    if corpus.errors:
-        raise typer.Exit(1)
+    with staged() as stage:
+        corpus = write_corpus(stage.folder(out), settings)
+        for error in corpus.errors:
+            console.print(f"[red]failed:[/red] {error}")
+        if corpus.errors:
+            console.print(f"[red]{len(corpus.errors)} clip(s) failed: nothing written to "
+                          f"{out}[/red]")
+            raise typer.Exit(1)
+    written = [out / p.name for p in (corpus.manifest_path, corpus.ratings_path,
+                                      corpus.raters_path)]
+    console.print(f"wrote {len(corpus.clips)} clips, {', '.join(map(str, written))}",
+                  soft_wrap=True)
 
 
 # --- eval ----------------------------------------------------------------------------------
@@ -107,12 +111,19 @@ def _eval_options(pairs: list[str]) -> dict[str, object]:
 @app.command("eval")
 def eval_(
     pred: Annotated[Path, typer.Option(help="Predictions JSONL written by `qsave score`.")],
-    truth: Annotated[Path, typer.Option(help="Ground truth: manifest, table or benchmark file.")],
+    truth: Annotated[Path, typer.Option(help=(
+        "Ground truth. The qsave truth format: a table (CSV, JSONL or Parquet) of MOS on 1–5 "
+        "keyed by video id, its layout read from the columns: the MOS table of `qsave data "
+        "mos` (video_id, dimension, mos; mos5 when present) or a videos table with MOS per "
+        "dimension (manifest.jsonl of `qsave data synth`, the output of `qsave data split`); "
+        "an optional prompt column. Without pairs, preference pairs are built from the MOS "
+        "within each prompt (prompts from this file, else the prediction rows). A published "
+        "benchmark's file: --benchmark. docs/eval.md"))],
     benchmark: Annotated[
         str | None, typer.Option(help="Truth file adapter (default qsave); a bad name lists all.")
     ] = None,
     split: Annotated[
-        str | None, typer.Option(help="qsave manifests: evaluate only this split.")
+        str | None, typer.Option(help="qsave truth: evaluate only the rows of this split.")
     ] = None,
     option: Annotated[
         list[str] | None,
@@ -124,6 +135,10 @@ def eval_(
     epsilon_scale: Annotated[
         str | None,
         typer.Option(help="Scale of ε and Δ: r (r̂, 0..1) or mos (1–5) (default: EvalConfig)."),
+    ] = None,
+    tie_margin: Annotated[
+        float | None, typer.Option(help="Human tie of the pairs built from MOS: |ΔMOS| ≤ it, "
+                                        "on 1–5 (default: EvalConfig, 4·ε of App. A).")
     ] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="Truth file of a calibration split; ε is fitted on it.")
@@ -153,7 +168,7 @@ def eval_(
     from qsave.eval.report import EvalConfig, evaluate, print_report, report_to_json, write_html
 
     given = {"epsilon": epsilon, "epsilon_scale": epsilon_scale, "fit": fit,
-             "n_resamples": bootstrap, "seed": seed}
+             "n_resamples": bootstrap, "seed": seed, "tie_margin": tie_margin}
     config = replace(  # defaults are written once, in EvalConfig
         EvalConfig(),
         oracle=oracle,
@@ -180,20 +195,28 @@ def eval_(
 
 
 # --- data tooling ----------------------------------------------------------------------------
-# qsave data mos|screen|split|records|report: thin wrappers of qsave.data.annotations,
-# .splits, .records and .report. Flags left unset take the defaults of the config dataclasses.
+# qsave data mos|screen|split|records|report|export-verl: thin wrappers of qsave.data.annotations,
+# .splits, .records, .report and qsave.train.verl. Flags left unset take the defaults of the
+# config dataclasses. Each has one outcome: exit 0 with its warnings printed, or exit 1 with
+# nothing written (outputs are staged beside their destination and moved there at the end).
 _RatingsOpt = Annotated[Path, typer.Option(help="Ratings table (CSV/Parquet): video_id, "
                                                 "rater_id, dimension, score [, reason].")]
 _VideosOpt = Annotated[Path | None, typer.Option(help="Videos table (CSV/Parquet) or the "
-                                                      "manifest.jsonl of `qsave data synth`.")]
+                                                      "manifest.jsonl of `qsave data synth`; "
+                                                      "its split sets each video's minimum "
+                                                      "number of raters.")]
 _ScaleLow = Annotated[float | None, typer.Option(help="Lowest score of the declared scale.")]
 _ScaleHigh = Annotated[float | None, typer.Option(help="Highest score of the declared scale.")]
+_IntegerScores = Annotated[bool | None, typer.Option(help="Report non-integer scores.")]
 _MinTrain = Annotated[int | None, typer.Option(help="Minimum raters per train video.")]
 _MinTest = Annotated[int | None, typer.Option(help="Minimum raters per test video.")]
 _MinRl = Annotated[int | None, typer.Option(help="Minimum raters per RL-set video.")]
 _KnownRaters = Annotated[Path | None, typer.Option(help="Known rater ids (raters.json of "
                                                    "`qsave data synth`, or a table with "
                                                    "rater_id); others are reported.")]
+_ProblemsOpt = Annotated[Path | None, typer.Option(
+    "--problems", help="Write every problem found to this table (CSV/Parquet/JSONL), also "
+                       "when the command fails.")]
 
 
 def _given(**flags: object) -> dict[str, object]:
@@ -201,40 +224,73 @@ def _given(**flags: object) -> dict[str, object]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
-def _data_aggregate(ratings: Path, videos: Path | None, flags: dict[str, object],
-                    raters: Path | None = None):
-    """Load, check and aggregate; returns (MosResult, videos frame or None, config)."""
+def _data_inputs(ratings: Path, videos: Path | None, flags: dict[str, object],
+                 raters: Path | None = None):
+    """(ratings frame, videos frame or None, AnnotationConfig, known rater ids or None)."""
     from qsave.data.annotations import (
         AnnotationConfig,
-        aggregate,
         load_rater_ids,
         load_ratings,
         load_videos,
     )
 
-    config = AnnotationConfig(**flags)
-    video_table = load_videos(videos) if videos else None
-    known = load_rater_ids(raters) if raters else None
-    return aggregate(load_ratings(ratings), video_table, config, known), video_table, config
+    return (load_ratings(ratings), load_videos(videos) if videos else None,
+            AnnotationConfig(**flags), load_rater_ids(raters) if raters else None)
 
 
-def _data_print_problems(problems: list, limit: int = 20) -> None:
+def _data_mos(ratings, videos, settings, known, review: Path | None = None):
+    """The checks and the MOS of `qsave data mos` (Sec. 3.3): (MosResult, MOS table, problems).
+    `qsave data screen` runs the same on its input and on the screened ratings it writes."""
+    from qsave.data.annotations import Problem, aggregate, read_table, with_video_columns
+    from qsave.data.review import apply_review
+
+    result = aggregate(ratings, videos, settings, known)
+    mos, problems = result.mos, list(result.report.problems)
+    if videos is None or videos["split"].isna().all():
+        why = "no --videos" if videos is None else "the videos table has no split"
+        problems.append(Problem("no_split", f"{why}: every video is held to "
+                                f"{settings.min_raters(None)} raters, while a test video needs "
+                                f"{settings.min_raters_test} (Sec. 3.3)", "videos",
+                                severity="warning"))
+    if review:
+        mos, review_problems = apply_review(mos, read_table(review), settings)
+        problems += review_problems
+    return result, with_video_columns(mos, videos), problems
+
+
+def _data_print_problems(problems: list, limit: int = 20, table: Path | None = None) -> None:
+    """The first ``limit`` problems; the rest are counted and found in ``table`` if written."""
     from rich.markup import escape
 
     for problem in problems[:limit]:
         colour = "red" if problem.severity == "error" else "yellow"
         console.print(f"[{colour}]{escape(str(problem))}[/{colour}]", soft_wrap=True)
     if len(problems) > limit:
-        console.print(f"… and {len(problems) - limit} more (see the problems table)")
+        where = f"all of them in {table}" if table else "--problems FILE writes all of them"
+        console.print(f"… and {len(problems) - limit} more ({where})", soft_wrap=True,
+                      markup=False)
 
 
-def _data_finish(problems: list) -> None:
-    """Print the problems; exit 1 when any is an error (the outputs are still written)."""
-    _data_print_problems(problems)
-    errors = sum(p.severity == "error" for p in problems)
-    if errors:
-        console.print(f"[red]{errors} error(s), {len(problems) - errors} warning(s)[/red]")
+def _data_check(problems: list, table: Path | None, outputs: list[Path],
+                hint: str | None = None) -> None:
+    """Print the problems (every one to ``table`` when given); when any is an error, exit 1
+    with none of ``outputs`` written."""
+    from qsave.data.annotations import CheckReport, staged, write_table
+
+    if table:
+        with staged() as stage:
+            write_table(CheckReport(problems).to_frame(), stage.file(table))
+    _data_print_problems(problems, table=table)
+    n_errors = sum(p.severity == "error" for p in problems)
+    n_warnings = len(problems) - n_errors
+    if n_errors:
+        if hint:
+            console.print(f"[red]{hint}[/red]", soft_wrap=True)
+        console.print(f"[red]{n_errors} error(s), {n_warnings} warning(s): nothing written to "
+                      f"{', '.join(map(str, outputs))}[/red]", soft_wrap=True)
         raise typer.Exit(1)
+    if n_warnings:
+        console.print(f"[yellow]{n_warnings} warning(s)[/yellow]")
 
 
 @data_app.command("mos")
@@ -245,7 +301,7 @@ def data_mos(
     videos: _VideosOpt = None,
     scale_low: _ScaleLow = None,
     scale_high: _ScaleHigh = None,
-    integer_scores: Annotated[bool | None, typer.Option(help="Report non-integer scores.")] = None,
+    integer_scores: _IntegerScores = None,
     min_raters_train: _MinTrain = None,
     min_raters_test: _MinTest = None,
     min_raters_rl: _MinRl = None,
@@ -253,25 +309,21 @@ def data_mos(
     review: Annotated[Path | None, typer.Option(help="A filled review.csv of `qsave data "
                                                 "report`: its adjusted_score replaces the MOS "
                                                 "(App. C.1 expert review).")] = None,
+    problems: _ProblemsOpt = None,
 ) -> None:
     """Ratings → MOS per video and dimension, with a report of every problem (Sec. 3.3)."""
-    from qsave.data.annotations import CheckReport, read_table, write_table
-    from qsave.data.review import apply_review
+    from qsave.data.annotations import staged, write_table
 
     flags = _given(scale_low=scale_low, scale_high=scale_high, integer_scores=integer_scores,
                    min_raters_train=min_raters_train, min_raters_test=min_raters_test,
                    min_raters_rl=min_raters_rl)
-    result, _, settings = _data_aggregate(ratings, videos, flags, raters)
-    mos, problems = result.mos, list(result.report.problems)
+    result, mos, found = _data_mos(*_data_inputs(ratings, videos, flags, raters), review)
+    _data_check(found, problems, [out])
+    with staged() as stage:
+        write_table(mos, stage.file(out))
+    console.print(f"wrote {out} ({len(mos)} MOS from {len(result.usable)} ratings)")
     if review:
-        mos, review_problems = apply_review(mos, read_table(review), settings)
-        problems += review_problems
         console.print(f"{int(mos['reviewed'].sum())} MOS adjusted by the expert review {review}")
-    write_table(mos, out)
-    problems_path = write_table(CheckReport(problems).to_frame(), out.with_suffix(".problems.csv"))
-    console.print(f"wrote {out} ({len(mos)} MOS, {len(result.usable)} ratings used, "
-                  f"{len(result.report.excluded_rows)} excluded) and {problems_path}")
-    _data_finish(problems)
 
 
 _DropK = Annotated[int | None, typer.Option(
@@ -295,96 +347,170 @@ def data_screen(
                                                "manifest; default: leave-one-out MOS.")] = None,
     rater_report: Annotated[Path | None, typer.Option(help="Per-rater report to write "
                                                       "(default: <out>.raters.csv).")] = None,
-    mos: Annotated[Path | None, typer.Option(help="Also write the MOS recomputed without the "
-                                             "dropped raters.")] = None,
+    mos: Annotated[Path | None, typer.Option(help="Also write the MOS of the screened ratings, "
+                                             "as `qsave data mos` computes it.")] = None,
     drop_k: _DropK = None,
     min_srcc: Annotated[float | None, typer.Option(help="Drop raters under this SRCC.")] = None,
     max_mae: Annotated[float | None, typer.Option(help="Drop raters over this MAE.")] = None,
     rank_by: Annotated[str | None, typer.Option(help="Primary key: srcc or mae.")] = None,
     min_items: Annotated[int | None, typer.Option(help="Fewest calibration ratings to rank a "
                                                   "rater.")] = None,
-    videos: Annotated[Path | None, typer.Option(help="Videos table or manifest: each video's "
-                                                "split sets its minimum number of raters "
-                                                "after the drop (without: the train "
-                                                "minimum).")] = None,
+    videos: _VideosOpt = None,
     scale_low: _ScaleLow = None,
     scale_high: _ScaleHigh = None,
+    integer_scores: _IntegerScores = None,
     min_raters_train: _MinTrain = None,
     min_raters_test: _MinTest = None,
     min_raters_rl: _MinRl = None,
+    raters: _KnownRaters = None,
+    problems: _ProblemsOpt = None,
 ) -> None:
     """Sample and Scrutinize (App. C.1): rank raters by SRCC/MAE, drop the least accurate.
 
-    Refuses (exit 1, nothing written) when the drop would leave a video under its split's
-    minimum number of raters (Sec. 3.3: 3 train, 12 test).
+    The ratings and the screened ratings are checked as `qsave data mos` checks them; refuses
+    (exit 1, nothing written) on an error in either, e.g. when the drop would leave a video
+    under its split's minimum number of raters (Sec. 3.3: 3 train, 12 test).
     """
-    from qsave.data.annotations import (
-        ScreenConfig,
-        compute_mos,
-        load_ratings,
-        screen_raters,
-        write_table,
-    )
+    from qsave.data.annotations import ROW, ScreenConfig, screen_raters, staged, write_table
 
     config = ScreenConfig(**_given(drop_k=drop_k, min_srcc=min_srcc, max_mae=max_mae,
                                    rank_by=rank_by, min_items=min_items))
-    flags = _given(scale_low=scale_low, scale_high=scale_high, min_raters_rl=min_raters_rl,
-                   min_raters_train=min_raters_train, min_raters_test=min_raters_test)
-    result, table, settings = _data_aggregate(ratings, videos, flags)
-    screening = screen_raters(result.usable, _data_truth(truth), config, table, settings)
+    flags = _given(scale_low=scale_low, scale_high=scale_high, integer_scores=integer_scores,
+                   min_raters_train=min_raters_train, min_raters_test=min_raters_test,
+                   min_raters_rl=min_raters_rl)
+    table, table_videos, settings, known = _data_inputs(ratings, videos, flags, raters)
+    rater_report = rater_report or out.with_suffix(".raters.csv")
+    outputs = [out, rater_report, *([mos] if mos else [])]
+    result, _, found = _data_mos(table, table_videos, settings, known)
+    if not result.report.ok:
+        _data_check(found, problems, outputs, "the ratings have errors that `qsave data mos` "
+                    "refuses; screening needs a valid ratings table")
+    screening = screen_raters(result.usable, _data_truth(truth), config, table_videos, settings)
     console.print(screening.raters.to_string(index=False), soft_wrap=True, markup=False)
     console.print(screening.summary(), soft_wrap=True, markup=False)
-    if result.report.problems:
-        console.print(f"[yellow]{len(result.report.problems)} problem(s) in the ratings "
-                      f"({len(result.report.excluded_rows)} row(s) not screened); `qsave data "
-                      "mos` lists them[/yellow]", soft_wrap=True)
+    if drop_k is None and truth is None and min_srcc is None and max_mae is None:
+        console.print(f"[yellow]nobody is dropped by default without --truth: App. C.1 drops "
+                      f"the {config.drop_k_expert} least accurate raters against an expert "
+                      "ground truth and gives no rule without one. --truth FILE applies it; "
+                      "--drop-k N, --min-srcc or --max-mae drop raters against the others' "
+                      "leave-one-out MOS (ranked above).[/yellow]", soft_wrap=True)
     if not screening.ok:
-        short = [p for p in screening.problems if p.severity == "error"]
-        _data_print_problems(short[:20])
-        console.print(f"[red]screening refused, nothing written: {len(short)} video(s) would "
-                      "fall under their minimum number of raters. Lower --drop-k (0 keeps "
-                      "every rater), lower the --min-raters-* minimums, or collect more "
-                      "ratings.[/red]", soft_wrap=True)
-        raise typer.Exit(1)
-    kept = screening.apply(load_ratings(ratings))
-    write_table(kept, out)
-    rater_report = rater_report or out.with_suffix(".raters.csv")
-    write_table(screening.raters, rater_report)
-    if mos:
-        recomputed = compute_mos(screening.apply(result.usable), settings)
-        console.print(f"wrote {write_table(recomputed, mos)} ({len(recomputed)} MOS)")
-    console.print(f"wrote {out} and {rater_report}")
-    _data_print_problems(screening.problems)
+        short = sum(p.severity == "error" for p in screening.problems)
+        _data_check(screening.problems, problems, outputs,
+                    f"screening refused, nothing written: {short} video(s) would fall under "
+                    "their minimum number of raters. Lower --drop-k (0 keeps every rater), "
+                    "lower the --min-raters-* minimums, or collect more ratings.")
+    kept = screening.apply(table).drop(columns=[ROW])  # numbered again, as the file will be
+    _, recomputed, kept_problems = _data_mos(kept, table_videos, settings, known)
+    console.print(f"the screened ratings, checked as `qsave data mos` checks them: "
+                  f"{len(kept_problems)} problem(s)", soft_wrap=True, markup=False)
+    _data_check([*screening.problems, *kept_problems], problems, outputs)
+    with staged() as stage:
+        write_table(kept, stage.file(out))
+        write_table(screening.raters, stage.file(rater_report))
+        if mos:
+            write_table(recomputed, stage.file(mos))
+    console.print(f"wrote {out} ({len(kept)} ratings, {len(screening.dropped)} rater(s) "
+                  f"dropped) and {rater_report}"
+                  + (f"; {mos} ({len(recomputed)} MOS)" if mos else ""),
+                  soft_wrap=True, markup=False)
 
 
 @data_app.command("split")
 def data_split(
     videos: Annotated[Path, typer.Option(help="Videos table or manifest.jsonl.")],
     out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Videos table with the new split column.")],
+        "--out", "-o", help="Videos table with the split, split_reason and previous_split "
+                            "columns (and n_raters when counted).")],
+    ratings: Annotated[Path | None, typer.Option(
+        help="Ratings table: each video's raters are counted against its split's minimum "
+             "(Sec. 3.3: 12 per test video). Without it, a videos table's n_raters column.")]
+    = None,
+    resplit: Annotated[bool, typer.Option(
+        help="Draw the split of videos that already have one again (moved videos are "
+             "reported). Without it an existing split is kept.")] = False,
+    allow_few_raters: Annotated[bool, typer.Option(
+        help="Warn, instead of refusing, when a video has fewer raters than its split needs "
+             "(e.g. a test video under 12).")] = False,
     test_fraction: Annotated[float | None, typer.Option(help="Share of test videos.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed; the split is a function of it.")] = None,
     rl_generator: Annotated[list[str] | None, typer.Option(help="A generator reserved for "
                                                            "the RL set (repeatable).")] = None,
     rl_prompt_fraction: Annotated[float | None, typer.Option(help="Share of the RL "
                                                              "generators' prompts used.")] = None,
-    keep_rl: Annotated[bool | None, typer.Option(help="Keep videos already in split rl.")] = None,
+    keep_rl: Annotated[bool | None, typer.Option(help="With --resplit: keep videos already in "
+                                                 "split rl.")] = None,
+    min_raters_train: _MinTrain = None,
+    min_raters_test: _MinTest = None,
+    min_raters_rl: _MinRl = None,
+    problems: _ProblemsOpt = None,
 ) -> None:
-    """80:20 split grouped by prompt, stratified by generator; the disjoint RL set (App. C.1)."""
-    from qsave.data.annotations import load_videos, write_table
-    from qsave.data.splits import SplitConfig, assign_splits
+    """80:20 split grouped by prompt, stratified by generator; the disjoint RL set (App. C.1).
+
+    An existing split is kept (videos without one are assigned) unless --resplit; a video
+    with fewer raters than its split needs is refused unless --allow-few-raters.
+    """
+    import pandas as pd
+
+    from qsave.data.annotations import (
+        AnnotationConfig,
+        Problem,
+        aggregate,
+        load_ratings,
+        load_videos,
+        raters_per_video,
+        staged,
+        write_table,
+    )
+    from qsave.data.splits import SplitConfig, assign_splits, rater_problems
 
     config = SplitConfig(**_given(test_fraction=test_fraction, seed=seed, keep_rl=keep_rl,
-                                  rl_prompt_fraction=rl_prompt_fraction,
+                                  rl_prompt_fraction=rl_prompt_fraction, resplit=resplit,
                                   rl_generators=tuple(rl_generator) if rl_generator else None))
+    settings = AnnotationConfig(**_given(min_raters_train=min_raters_train,
+                                         min_raters_test=min_raters_test,
+                                         min_raters_rl=min_raters_rl))
     table = load_videos(videos)
     result = assign_splits(table, config)
-    reasons = dict(zip(result.assignments["video_id"], result.assignments["reason"], strict=True))
-    split_table = result.apply(table)
-    write_table(split_table.assign(split_reason=split_table["video_id"].map(reasons)), out)
+    found = list(result.problems)
+    if ratings:
+        counts = raters_per_video(aggregate(load_ratings(ratings), None, settings).usable)
+    elif "n_raters" in table.columns:
+        counts = pd.Series(pd.to_numeric(table["n_raters"]).fillna(0).to_numpy(),
+                           index=table["video_id"])
+    else:
+        counts = None
+        found.append(Problem("raters_not_checked", "rater counts not checked: pass --ratings "
+                             f"(a test video needs {settings.min_raters_test} raters, Sec. 3.3)",
+                             "videos", severity="warning"))
+    if counts is not None:
+        found += rater_problems(result.assignments, counts, settings,
+                                "warning" if allow_few_raters else "error")
     console.print(result.summary().to_string(), soft_wrap=True, markup=False)
+    moved = result.moved()
+    if len(moved):
+        ways = moved.groupby(["previous_split", "split"]).size()
+        console.print(f"[yellow]{len(moved)} video(s) moved to another split ("
+                      + ", ".join(f"{a} → {b}: {n}" for (a, b), n in ways.items())
+                      + "); the previous_split column keeps their split before[/yellow]",
+                      soft_wrap=True)
+    else:
+        console.print(f"no video moved ({int((result.assignments['reason'] == 'kept').sum())} "
+                      "kept their split)", soft_wrap=True, markup=False)
+    kinds = {p.kind for p in found if p.severity == "error"}
+    hints = ["--allow-few-raters keeps a video short of raters, with a warning"
+             ] if "too_few_raters" in kinds else []
+    hints += ["--resplit draws every split again"] if kinds and not resplit else []
+    _data_check(found, problems, [out], "; ".join(hints) or None)
+    frame = result.assignments.set_index("video_id")
+    split_table = result.apply(table).assign(
+        split_reason=table["video_id"].map(frame["reason"]),
+        previous_split=table["video_id"].map(frame["previous_split"]))
+    if counts is not None:
+        split_table["n_raters"] = table["video_id"].map(counts).fillna(0).astype(int)
+    with staged() as stage:
+        write_table(split_table, stage.file(out))
     console.print(f"wrote {out}")
-    _data_finish(result.problems)
 
 
 @data_app.command("records")
@@ -409,22 +535,26 @@ def data_records(
     min_raters_test: _MinTest = None,
     min_raters_rl: _MinRl = None,
     raters: _KnownRaters = None,
+    problems: _ProblemsOpt = None,
 ) -> None:
     """One record per video and dimension in the CoT format of Sec. 3.4 (JSONL)."""
-    from qsave.data.annotations import collect_reasons, load_videos, mos_from_videos
+    from qsave.data.annotations import collect_reasons, load_videos, mos_from_videos, staged
     from qsave.data.describe import make_describer
     from qsave.data.records import RecordConfig, build_records, write_records
 
     config = RecordConfig(**_given(answer_format=answer_format, system=system,
                                    describer=describer,
                                    splits=tuple(split) if split else None))
-    problems: list = []
+    found: list = []
     if ratings:
         flags = _given(scale_low=scale_low, scale_high=scale_high,
                        min_raters_train=min_raters_train, min_raters_test=min_raters_test,
-                   min_raters_rl=min_raters_rl)
-        result, table, _ = _data_aggregate(ratings, videos, flags, raters)
-        mos, reasons, problems = result.mos, collect_reasons(result.usable), result.report.problems
+                       min_raters_rl=min_raters_rl)
+        table_ratings, table, settings, known = _data_inputs(ratings, videos, flags, raters)
+        result, mos, found = _data_mos(table_ratings, table, settings, known)
+        reasons = collect_reasons(result.usable)
+        if not result.report.ok:  # before a describer model loads
+            _data_check(found, problems, [out])
     else:
         table = load_videos(videos)
         mos, reasons = mos_from_videos(table), {}
@@ -434,9 +564,10 @@ def data_records(
 
         loaded = load(ScorerSpec(model=describer_model))
     built = build_records(table, mos, config, reasons, make_describer(config.describer, loaded))
-    write_records(built.records, out, relative_paths=not absolute_paths)
+    _data_check(found + built.problems, problems, [out])
+    with staged() as stage:
+        write_records(built.records, stage.file(out), relative_paths=not absolute_paths)
     console.print(f"wrote {len(built.records)} records to {out}")
-    _data_finish(problems + built.problems)
 
 
 @data_app.command("export-verl")
@@ -453,14 +584,23 @@ def data_export_verl(
 ) -> None:
     """GRPO data for verl (Sec. 4.3) read with qsave's SlowFast frames and scoring prompt;
     --model: the checkpoint verl will train (its processor and saved video settings)."""
+    import shutil
+
     from qsave.data.records import load_records
+
+    rows = load_records(records).records  # checked before the model's settings are read
+    val = load_records(val_records).records if val_records else ()
     from qsave.train.verl import export_verl, load_processor
 
     spec = _scorer_spec(model, None, revision, None, None, None, None, video_mode, video_config,
                         None)
-    val = load_records(val_records).records if val_records else ()
-    done = export_verl(load_records(records).records, out,
-                       load_processor(spec.model, spec.revision), spec.video, val)
+    created = not out.exists()  # export_verl writes only once every row is prepared; a
+    try:  # folder it made for a run that fails is removed
+        done = export_verl(rows, out, load_processor(spec.model, spec.revision), spec.video, val)
+    except BaseException:
+        if created and out.is_dir():
+            shutil.rmtree(out)
+        raise
     console.print(f"wrote {done.rows} rows to {done.data} (longest prompt "
                   f"{done.max_prompt_tokens} tokens, at most {done.max_videos} video items)",
                   soft_wrap=True, markup=False)
@@ -486,20 +626,32 @@ def data_report(
     raters: _KnownRaters = None,
 ) -> None:
     """Dataset report: MOS distributions (Fig. 6, 7), rater variance (Fig. 9), agreement,
-    screening and the perfect-score review queue (App. C.1, review.csv)."""
-    from qsave.data.annotations import ScreenConfig, screen_raters
+    screening and the perfect-score review queue (App. C.1, review.csv).
+
+    The problems of the ratings are what it reports: they are listed (problems.csv) and the
+    command still exits 0; it exits 1, writing nothing, only when it cannot make the report.
+    """
+    from qsave.data.annotations import ScreenConfig, aggregate, screen_raters, staged
     from qsave.data.report import write_report
 
     flags = _given(scale_low=scale_low, scale_high=scale_high,
                    min_raters_train=min_raters_train, min_raters_test=min_raters_test,
                    min_raters_rl=min_raters_rl)
-    result, table, settings = _data_aggregate(ratings, videos, flags, raters)
+    table_ratings, table, settings, known = _data_inputs(ratings, videos, flags, raters)
+    result = aggregate(table_ratings, table, settings, known)
     screening = screen_raters(result.usable, _data_truth(truth),
                               ScreenConfig(**_given(drop_k=drop_k)), table,
                               settings) if truth or drop_k is not None else None
-    files = write_report(out, result, table, screening, annotation=settings)
-    console.print(f"wrote {files.html} ({len(result.report.problems)} problem(s) listed)")
-    _data_print_problems(result.report.problems)
+    with staged() as stage:
+        files = write_report(stage.folder(out), result, table, screening, annotation=settings)
+    found = result.report.problems
+    console.print(f"wrote {out / files.html.name} ({len(found)} problem(s) listed)")
+    _data_print_problems(found, table=out / files.tables["problems"].name)
+    n_errors = len(result.report.errors)
+    if n_errors:
+        console.print(f"[yellow]{n_errors} error(s) in the ratings, listed in "
+                      f"{out / files.tables['problems'].name}: `qsave data mos` refuses this "
+                      "table until they are fixed[/yellow]", soft_wrap=True)
     if screening:
         console.print(f"screening: {screening.summary()}", soft_wrap=True, markup=False)
         if not screening.ok:
@@ -510,7 +662,7 @@ def data_report(
     short = int((files.review["raters_to_add"] > 0).sum())
     console.print(f"{len(files.review)} perfect-score video/dimension pair(s) queued for expert "
                   f"review (App. C.1; {short} with fewer raters than it asks): "
-                  f"{files.tables['review']}", soft_wrap=True, markup=False)
+                  f"{out / files.tables['review'].name}", soft_wrap=True, markup=False)
 
 
 # --- score ---------------------------------------------------------------------------------
@@ -594,6 +746,9 @@ def score_command(
     prompts: Annotated[
         Path | None, typer.Option(help="Prompts per video: JSONL (id|path, prompt) or JSON map.")
     ] = None,
+    split: Annotated[str | None, typer.Option(
+        help="Manifests: score only the lines of this split (their 'split' field, e.g. test).")]
+    = None,
     dimensions: Annotated[str | None, typer.Option(
         help="Comma-separated: visual,dynamic,alignment (default all). Alignment needs each "
              "video's prompt: a video without one gets a PromptError row.")] = None,
@@ -640,7 +795,7 @@ def score_command(
         raise UsageError("-o - (rows on stdout) does not resume: use a file with --ray or --csv")
     if not to_stdout:
         check_output(out)
-    sources = scan(source, prompt, prompts)
+    sources = scan(source, prompt, prompts, split)
     spec = _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format,
                         video_mode, video_config, max_new_tokens, limits, think_first_reading)
     check_model(spec.model, (TINY, TINY_DEMO), spec.revision)
@@ -857,19 +1012,41 @@ def _sheet_targets(paths: list[Path], sheet: Path | None) -> list[Path | None]:
 # --- train ---------------------------------------------------------------------------------
 @app.command("train")
 def train_command(
-    config: Annotated[Path, typer.Option(help="Training config YAML/JSON (see configs/).")],
+    config: Annotated[Path, typer.Option(help="Training config YAML/JSON (see configs/; "
+                                         "docs/train-your-own.md explains every key).")],
     stage: Annotated[
         str, typer.Option(help="sft, grpo, cooloff, or all (finished stages are skipped).")
     ] = "all",
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a key, KEY=VALUE with a dotted key and a YAML value, e.g. "
+                      "--set sft.records=work/train.jsonl (paths relative to the working "
+                      "directory; repeatable).")] = None,
+    resume_only: Annotated[bool, typer.Option(
+        help="Refuse, instead of running again, a stage whose config or inputs changed since "
+             "it ran.")] = False,
 ) -> None:
-    """Train an evaluator: SFT (CE + MSE) → GRPO → cool-off SFT, a checkpoint per stage."""
+    """Train an evaluator: SFT (CE + MSE) → GRPO → cool-off SFT, a checkpoint per stage.
+
+    Every key is checked and every input file read before a model loads. The run folder keeps
+    the resolved config (config.yaml), a log (train.log) and per stage a done.json with the
+    fingerprint of its config and inputs: a stage whose config changed runs again, and so do
+    the later ones."""
+    from rich.markup import escape
+
     from qsave.train.config import load_train_config
     from qsave.train.pipeline import parse_stage, run_pipeline
 
-    settings = load_train_config(config)
-    finals = run_pipeline(settings, parse_stage(stage), log=console.print)
+    settings = load_train_config(config, set_ or [])
+    stages = parse_stage(stage)
+
+    def log(line: str) -> None:
+        colour = "yellow" if line.startswith("warning:") else None
+        shown = escape(line)
+        console.print(f"[{colour}]{shown}[/{colour}]" if colour else shown, soft_wrap=True)
+
+    finals = run_pipeline(settings, stages, log=log, resume_only=resume_only)
     for name, path in finals.items():
-        console.print(f"{name}: {path}")
+        console.print(f"{name}: {path}", soft_wrap=True, markup=False)
 
 
 # --- serve ---------------------------------------------------------------------------------
@@ -889,7 +1066,8 @@ def serve_command(
              "never on the command line, where ps shows it).")] = None,
     allowed_root: Annotated[Path | None, typer.Option(help="Directory whose files may be "
                                                       "scored by path.")] = None,
-    max_video_mb: Annotated[float | None, typer.Option(help="One upload at most (MiB).")] = None,
+    max_video_mb: Annotated[float | None, typer.Option(
+        help="One video at most, uploaded or in base64 (MiB).")] = None,
     max_request_mb: Annotated[float | None, typer.Option(help="A request body at most (MiB).")]
     = None,
     max_items: Annotated[int | None, typer.Option(help="Videos per /reward request.")] = None,

@@ -4,8 +4,8 @@ It scores every held-out clip of the demo corpus with the shipped ``tiny-demo`` 
 Qwen3-VL trained by :mod:`qsave.demo_recipe`, float16, in ``qsave/assets/tiny-demo`` with its
 ``provenance.json``) and prints the predicted MOS beside the ground truth, then the held-out
 SRCC/PLCC per dimension. The held-out clips are the test split of the recipe's corpus
-(``DemoConfig.synth(n_clips, seed)``), drawn and encoded here from the seed exactly as the
-training wrote them: the same clips the provenance figures were measured on.
+(``configs/synth-tiny-cpu.yaml``), drawn and encoded from the seed exactly as the training
+wrote them: the same clips the provenance figures were measured on.
 
 With ``train=True`` it retrains the model with the recipe (:func:`qsave.demo_recipe.train_demo`),
 exports it like the shipped one (:func:`export_model`) to ``$QSAVE_CACHE/tiny-demo``, scores
@@ -65,17 +65,11 @@ class HeldOut:
                 "dimensions": self.figures}
 
 
-def demo_config(step_scale: float = 1.0, ablation: bool = False) -> Any:
-    """The recipe's config (:class:`qsave.demo_recipe.DemoConfig`; imports torch)."""
+def held_out_synth() -> SynthConfig:
+    """The recipe's corpus design; its test split is the held-out set."""
     from qsave.demo_recipe import DemoConfig
 
-    return DemoConfig(step_scale=step_scale, ablation=ablation)
-
-
-def held_out_synth(config: Any = None) -> SynthConfig:
-    """The recipe's corpus design; its test split is the held-out set."""
-    config = config or demo_config()
-    return config.synth(config.n_clips, config.seed)
+    return DemoConfig().synth()
 
 
 def write_held_out(folder: str | Path, synth: SynthConfig) -> list[ClipRecord]:
@@ -161,11 +155,12 @@ def _corr(metric: Any, pred: list[float], truth: list[float]) -> float:
 
 
 # ---- the shipped model -------------------------------------------------------------------
-def export_model(checkpoint: str | Path, dest: str | Path, config: Any, held_out: str | Path,
-                 report: Any = None, name: str = TINY_DEMO_ID
+def export_model(checkpoint: str | Path, dest: str | Path, recipe: dict[str, Any],
+                 held_out: str | Path, report: Any = None, name: str = TINY_DEMO_ID
                  ) -> tuple[HeldOut, dict[str, Any]]:
     """Write the trained ``checkpoint`` as a demo model folder: float16 safetensors, processor,
-    ``qsave_scorer.json``, and ``provenance.json`` (``name``, recipe config, seed, git commit,
+    ``qsave_scorer.json``, and ``provenance.json`` (``name``, the ``recipe`` (demo config,
+    corpus design, resolved training config: ``DemoConfig.provenance``), git commit,
     the training's per-stage figures from ``report``, and the SRCC/PLCC per dimension of the
     exported float16 weights on the clips of ``held_out``, scored by :func:`score_held_out`).
     Replaces ``dest``; the returned scores name ``dest`` as their model."""
@@ -189,18 +184,19 @@ def export_model(checkpoint: str | Path, dest: str | Path, config: Any, held_out
         "revision": f"sha256:{weights[:16]}",  # of model.safetensors; rows record it
         "weights_sha256": weights,
         "dtype": "float16",
-        "recipe": "qsave.demo_recipe (DEMO-ONLY: vision warm-up, SFT, GRPO, cool-off SFT)",
-        "config": json.loads(json.dumps(asdict(config))),
-        "seed": config.seed,
+        "recipe": "qsave train with configs/train-tiny-cpu.yaml on a corpus of "
+                  "configs/synth-tiny-cpu.yaml (qsave.demo_recipe; aids for tiny models)",
+        "config": recipe,
+        "seed": recipe["train"]["model"]["seed"],
         "git": _git_state(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
         "held_out": {
-            "what": "the test split of the recipe's corpus (DemoConfig.synth(n_clips, seed)); "
+            "what": "the test split of the recipe's corpus (configs/synth-tiny-cpu.yaml); "
                     "the encoded clips ship in qsave/assets/tiny-demo-held-out; scored by "
                     "qsave.demo.score_held_out: CPU, float32, the checkpoint's "
                     "qsave_scorer.json; predicted MOS vs ground-truth MOS",
-            "corpus": json.loads(json.dumps(asdict(held_out_synth(config)))),
+            "corpus": recipe["synth"],
             "n": len(held.clips),
             "clips": [c.id for c in held.clips],
             "dimensions": held.figures,
@@ -259,17 +255,20 @@ def run_demo(workdir: str | Path, console: Console, train: bool = False,
     retrain it first and compare), print the table, the figures and what the model can do.
     ``console`` gets every line (``qsave demo --json`` passes a stderr console)."""
     workdir = Path(workdir)
-    # without training, the recipe's settings come from the shipped provenance: the recipe
-    # module imports the training stack, which the plain install (no [train] extra) lacks
-    config = demo_config(step_scale, ablation) if train else _shipped_config()
+    # the corpus design comes from the shipped provenance (what the shipped model's figures
+    # were measured on), or from the recipe when retraining
+    synth = _shipped_synth()
     shipped = _shipped_figures()
     if train:
-        from qsave.demo_recipe import train_demo
+        from qsave.demo_recipe import DemoConfig, train_demo
 
+        config = DemoConfig(step_scale=step_scale, ablation=ablation)
+        synth = config.synth()
         report = train_demo(workdir / "train", console, config=config)
         folder = held_out_folder(workdir, console)
         cache = tiny_demo_dir()
-        held, _ = export_model(workdir / "train" / "checkpoint", cache, config, folder, report,
+        held, _ = export_model(report.checkpoint, cache, config.provenance(workdir / "train"),
+                               folder, report,
                                name=f"{TINY_DEMO_ID} (retrained by qsave demo --train)")
         console.print(f"saved the retrained model to {cache} (float16, provenance.json); "
                       f"score with it: --model {cache}")
@@ -277,13 +276,13 @@ def run_demo(workdir: str | Path, console: Console, train: bool = False,
         folder = held_out_folder(workdir, console)
         held = score_held_out(TINY_DEMO, folder)
     console.print(f"scored the {len(held.clips)} held-out clips of the demo corpus (seed "
-                  f"{config.seed}; test split, prompts unseen in training) in {folder}")
+                  f"{synth.seed}; test split, prompts unseen in training) in {folder}")
     console.print(clip_table(held))
     console.print(figures_table(held, shipped if train else None))
     for result in held.results:
         if not result.ok:
             console.print(f"[red]{result.id}: {result.error}")
-    console.print(can_and_cannot(held, config))
+    console.print(can_and_cannot(held, synth))
     return held
 
 
@@ -324,7 +323,7 @@ def figures_table(held: HeldOut, shipped: dict[str, Any] | None = None) -> Table
     return table
 
 
-def can_and_cannot(held: HeldOut, config: Any) -> str:
+def can_and_cannot(held: HeldOut, synth: Any) -> str:
     """One sentence on what the demo model can and cannot do, from its figures."""
     learnt = [d for d, v in held.figures.items() if v["srcc"] >= LEARNT_SRCC]
     not_learnt = [d for d in held.figures if d not in learnt]
@@ -333,19 +332,20 @@ def can_and_cannot(held: HeldOut, config: Any) -> str:
     cannot = f", has not learnt {' or '.join(not_learnt)} (SRCC < {LEARNT_SRCC})" if not_learnt \
         else ""
     return (f"What it can and cannot do: a ~1M-parameter Qwen3-VL trained for minutes on "
-            f"synthetic defects ({', '.join(config.kinds)}) in {config.size}×{config.size}, "
-            f"{config.seconds:g}-second clips — {can}{cannot}, and its scores are meaningless on "
+            f"synthetic defects ({', '.join(synth.kinds)}) in {synth.size}×{synth.size}, "
+            f"{synth.seconds:g}-second clips — {can}{cannot}, and its scores are meaningless on "
             "real footage (for real videos use a Qwen3-VL checkpoint: README, 'Scoring real "
             "videos on a GPU').")
 
 
-def _shipped_config() -> Any:
-    """The recipe config the shipped model was trained with (its provenance's ``config``)."""
+def _shipped_synth() -> Any:
+    """The corpus design the shipped model was trained on (its provenance's; read without the
+    recipe module, which imports the training stack a plain install lacks)."""
     from types import SimpleNamespace
 
     from qsave.model.load import read_provenance
 
-    return SimpleNamespace(**read_provenance(shipped_tiny_demo_dir())["config"])
+    return SimpleNamespace(**read_provenance(shipped_tiny_demo_dir())["config"]["synth"])
 
 
 def _shipped_figures() -> dict[str, Any] | None:

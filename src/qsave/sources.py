@@ -43,12 +43,13 @@ class Sources:
 
 def scan(
     source: str | os.PathLike, prompt: str | None = None,
-    prompts: str | os.PathLike | None = None,
+    prompts: str | os.PathLike | None = None, split: str | None = None,
 ) -> Sources:
     """The videos of a file, a directory (recursively, sorted) or a manifest JSONL.
 
-    A manifest line has ``path`` (relative to the manifest's folder) and optionally ``id`` and
-    ``prompt``. ``prompt`` applies to every video without one; ``prompts`` is a JSONL file of
+    A manifest line has ``path`` (relative to the manifest's folder) and optionally ``id``,
+    ``prompt`` and ``split`` (``split`` keeps the lines of that split only). ``prompt`` applies
+    to every video without one; ``prompts`` is a JSONL file of
     ``{"id" | "path": …, "prompt": …}`` lines or a JSON object ``{id or file name: prompt}``.
     Raises ``UsageError`` for a missing source, a folder without videos, or a prompts file that
     matches none of them; ``DuplicateIdError`` when two inputs share an id.
@@ -65,9 +66,12 @@ def scan(
     elif not source.exists():
         raise UsageError(f"no such file or folder: {source}")
     elif source.suffix.lower() in MANIFEST_SUFFIXES:
-        items = _manifest_items(source)
+        items = _manifest_items(source, split)
     else:
         items = [ScoreItem(str(source), id=source.stem)]
+    if split is not None and not (source.is_file() and source.suffix.lower() in
+                                  MANIFEST_SUFFIXES):
+        raise UsageError(f"--split {split!r} selects lines of a manifest; {source} is not one")
     check_unique_ids(items)
     table = _prompt_table(prompts) if prompts is not None else {}
     matched = 0
@@ -106,15 +110,22 @@ def check_unique_ids(items: list[ScoreItem]) -> None:
                               f"{listing}")
 
 
-def _manifest_items(path: Path) -> list[ScoreItem]:
-    items = []
+def _manifest_items(path: Path, split: str | None = None) -> list[ScoreItem]:
+    items, splits = [], set()
     for number, row in _rows(path):
+        splits.add(row.get("split"))
+        if split is not None and row.get("split") != split:
+            continue
         if not isinstance(row.get("path"), str):
             raise AnnotationError(f"{path}:{number}: a manifest line needs a 'path' string")
         video = Path(row["path"])
         full = video if video.is_absolute() else path.parent / video
         default_id = video_id(full, path.parent) if not video.is_absolute() else video.stem
         items.append(ScoreItem(str(full), row.get("prompt"), str(row.get("id") or default_id)))
+    if split is not None and not items:
+        found = sorted(str(s) for s in splits if s is not None)
+        raise UsageError(f"no line of {path} is in split {split!r} (splits found: "
+                         f"{', '.join(found) or 'none: the lines have no split field'})")
     return items
 
 

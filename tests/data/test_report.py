@@ -68,13 +68,15 @@ def test_cli_reports_bad_input_and_exits_non_zero(tmp_path, capsys) -> None:
     videos.to_csv(tmp_path / "videos.csv", index=False)
     ratings.to_csv(tmp_path / "ratings.csv", index=False)
     code = _run("mos", "--ratings", tmp_path / "ratings.csv", "--videos",
-                tmp_path / "videos.csv", "--out", tmp_path / "mos.parquet")
+                tmp_path / "videos.csv", "--out", tmp_path / "mos.parquet", "--problems",
+                tmp_path / "problems.csv")
     assert code == 1
     output = capsys.readouterr().out
     assert "out_of_range" in output and "row 73" in output
-    problems = pd.read_csv(tmp_path / "mos.problems.csv")
+    assert "nothing written to" in output
+    problems = pd.read_csv(tmp_path / "problems.csv")  # asked for: written on failure too
     assert problems["kind"].tolist() == ["out_of_range", "duplicate"]
-    assert len(pd.read_parquet(tmp_path / "mos.parquet")) == 24  # the MOS is still written
+    assert not (tmp_path / "mos.parquet").exists()  # an error: no MOS table
     ok = _run("mos", "--ratings", tmp_path / "ratings.csv", "--out", tmp_path / "m.csv",
               "--scale-high", "6", "--min-raters-train", "1")
     assert ok == 1  # the 6 is now in range, but r0 rated v0/visual twice

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from qsave.data.annotations import ROW
-from qsave.data.splits import SplitConfig, assign_splits, check_splits
+from qsave.data.splits import SplitConfig, assign_splits, check_splits, rater_problems
 from qsave.errors import ConfigError
 
 
@@ -74,7 +74,7 @@ def test_existing_rl_videos_are_kept() -> None:
     videos.loc[videos["generator"] == "g3", "split"] = "rl"
     videos = videos[~((videos["generator"] != "g3") & videos["prompt"].isin(["prompt 0"]))]
     videos = videos[~((videos["generator"] == "g3") & ~videos["prompt"].isin(["prompt 0"]))]
-    result = assign_splits(videos, SplitConfig(seed=1))
+    result = assign_splits(videos, SplitConfig(seed=1, resplit=True))
     frame = result.assignments.set_index("video_id")
     assert frame.loc["g3-p0", "split"] == "rl"
     assert set(frame["split"]) == {"train", "test", "rl"}
@@ -96,3 +96,33 @@ def test_config_errors() -> None:
         SplitConfig(test_fraction=1.5)
     with pytest.raises(ConfigError, match="rl_prompt_fraction"):
         SplitConfig(rl_prompt_fraction=0)
+
+
+def test_an_existing_split_is_kept_and_new_videos_join_their_prompt() -> None:
+    videos = _shared_prompts(10)
+    first = assign_splits(videos, SplitConfig(seed=0)).apply(videos)
+    more = pd.DataFrame([{"video_id": f"g4-p{p}", "prompt": f"prompt {p}", "generator": "g4"}
+                         for p in range(10)] + [{"video_id": "new", "prompt": "a new prompt",
+                                                 "generator": "g1"}])
+    result = assign_splits(pd.concat([first, more]), SplitConfig(seed=5))  # another seed
+    frame = result.assignments.set_index("video_id")
+    kept = first.set_index("video_id")["split"]
+    assert (frame.loc[kept.index, "split"] == kept).all() and result.moved().empty
+    assert set(frame.loc[kept.index, "reason"]) == {"kept"}
+    joined = frame.loc[[f"g4-p{p}" for p in range(10)]]
+    assert (joined["split"] == kept[[f"g1-p{p}" for p in range(10)]].to_numpy()).all()
+    assert set(joined["reason"]) == {"its prompt is in this split"}
+    assert frame.loc["new", "split"] in ("train", "test") and result.problems == []
+    again = assign_splits(first, SplitConfig(seed=5, resplit=True))
+    moved = again.moved()
+    assert len(moved) > 0 and (moved["previous_split"] != moved["split"]).all()
+
+
+def test_rater_problems_hold_each_split_to_its_minimum() -> None:
+    assignments = pd.DataFrame({"video_id": ["a", "b", "c", "d"],
+                                "split": ["train", "test", "test", "unused"]})
+    counts = pd.Series({"a": 3, "b": 12, "c": 3, "d": 0})
+    problems = rater_problems(assignments, counts)
+    assert [(p.video_id, p.severity) for p in problems] == [("c", "error")]
+    assert "needs 12" in problems[0].message
+    assert rater_problems(assignments, counts, severity="warning")[0].severity == "warning"

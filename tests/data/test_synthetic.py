@@ -487,3 +487,22 @@ def test_cli_data_synth(tmp_path):
     records = (tmp_path / "c2" / "manifest.jsonl").read_text().splitlines()
     assert len(records) == 2 and json.loads(records[0])["frames"] == 4
     assert main(["data", "synth", "--out", str(tmp_path / "bad"), "--size", "63"]) != 0
+
+
+def test_videos_per_prompt_gives_several_generators_one_prompt():
+    """Within-prompt preference pairs need several clips of one prompt (the paper's dataset has
+    several generators per prompt); splits stay disjoint in prompts."""
+    from qsave.data.synthetic import plan_corpus
+
+    plans = plan_corpus(SynthConfig(n=200, seed=2, videos_per_prompt=4))
+    by_prompt = defaultdict(list)
+    for plan in plans:
+        by_prompt[(plan.split, plan.spec)].append(plan.generator)
+    full = [g for g in by_prompt.values() if len(g) == 4]
+    assert len(full) >= len(by_prompt) - 3  # at most one partial group per split
+    assert all(len(set(g)) >= 3 for g in full)  # different generators (rl has 3)
+    splits_of = defaultdict(set)
+    for split, spec in by_prompt:
+        splits_of[spec].add(split)
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert len({p.spec for p in plan_corpus(SynthConfig(n=200, seed=2))}) == 200

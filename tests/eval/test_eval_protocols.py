@@ -87,9 +87,10 @@ def test_epsilon_scale_changes_the_accuracy_and_every_report_says_so(scale_files
 
 def test_mos_only_reports_state_epsilon_too():
     truth = load_truth(FIXTURES / "qsave_manifest.jsonl")
+    truth.mos_pairs = False  # MOS only: no pairs built from it
     predictions = Predictions(scores={v: {"visual": 0.5} for v in truth.videos})
     report = evaluate(predictions, truth, NO_CI)
-    assert not report.preference
+    assert not report.preference and not report.mos_pairs
     assert "epsilon      ε = 0.05 on r̂ (0..1), fixed (App. A)" in _terminal(report)
     assert "ε = 0.05 on r̂ (0..1), fixed (App. A)" in render_html(report)
 

@@ -60,7 +60,8 @@ def report_html(tmp_path_factory):
     manifest, rows = [], []
     for k in range(36):
         mos = {d: float(np.round(rng.uniform(1, 5), 2)) for d in DIMENSIONS}
-        manifest.append({"id": f"v{k:02d}", "generator": GENERATORS[k % 6], "mos": mos})
+        manifest.append({"id": f"v{k:02d}", "generator": GENERATORS[k % 6], "mos": mos,
+                         "prompt": f"prompt {k}"})  # one video per prompt: no pairs from MOS
         r_hat = {d: float(np.clip((m - 1) / 4 + rng.normal(0, 0.15), 0, 1))
                  for d, m in mos.items()}
         row = score_row(f"v{k:02d}", r_hat, model={"id": "org/scorer-7b", "revision": None,

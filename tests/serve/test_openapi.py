@@ -1,8 +1,9 @@
 """The reward server's OpenAPI schema is its contract, checked from outside: Schemathesis (every
 check, a fixed seed, a bounded number of examples) against the running server on loopback with
 the tiny model, with the token and without it; and a client generated from the schema by
-openapi-python-client uploads a clip and reads the typed scores.
+openapi-python-client uploads a clip and reads the typed scores, and sends the same as JSON.
 
+Both bodies of ``/score`` and ``/reward`` are fuzzed: the multipart form and the JSON body.
 Schemathesis judges a case by the JSON values it generated, and a multipart body does not
 always carry them as such (an empty list is no part at all, an object in a text part is its
 text), while its example and coverage phases sometimes take a body breaking a ``oneOf`` for a
@@ -12,6 +13,7 @@ rules no JSON Schema can state (one prompt per video; a prompt's token count) ex
 refusals, and nothing else.
 """
 
+import base64
 import importlib
 import json
 import re
@@ -56,7 +58,8 @@ def server(tiny_evaluator, clips, tmp_path_factory):
 # ---- Schemathesis ---------------------------------------------------------------------------
 def fuzz(url: str, headers: dict[str, str]) -> tuple[list[str], dict[str, Counter]]:
     """Run Schemathesis (all phases, all checks) against ``url``: the failures it reports,
-    and the statuses each operation answered."""
+    and per operation the statuses it answered and the media types of the bodies sent
+    (counted under ``"form"`` and ``"json"``)."""
     config = schemathesis.Config.from_dict({
         "seed": SEED,
         "headers": headers,
@@ -78,9 +81,12 @@ def fuzz(url: str, headers: dict[str, str]) -> tuple[list[str], dict[str, Counte
         if isinstance(event, events.ScenarioFinished):
             recorder = event.recorder
             for interaction in recorder.interactions.values():
+                counts = statuses.setdefault(recorder.label, Counter())
                 if interaction.response is not None:
-                    statuses.setdefault(recorder.label, Counter())[
-                        interaction.response.status_code] += 1
+                    counts[interaction.response.status_code] += 1
+                media = interaction.request.headers.get("Content-Type", [""])[0]
+                counts["json"] += media.startswith("application/json")
+                counts["form"] += media.startswith("multipart/form-data")
             for checks in recorder.checks.values():
                 for check in checks:
                     if check.failure_info is not None:
@@ -152,6 +158,7 @@ def test_schemathesis_finds_nothing_with_the_token(server):
     assert not failures, "\n\n".join(failures)
     for operation in ("POST /score", "POST /reward"):  # scored, and refused by the schema
         assert statuses[operation][200] > 0 and statuses[operation][422] > 0, statuses
+        assert statuses[operation]["form"] > 0 and statuses[operation]["json"] > 0, statuses
     assert statuses["GET /health"][200] > 0 and statuses["GET /metrics"][200] > 0
 
 
@@ -159,7 +166,7 @@ def test_schemathesis_finds_nothing_without_the_token(server):
     failures, statuses = fuzz(server.url, {})
     assert not failures, "\n\n".join(failures)
     for operation in ("POST /score", "POST /reward"):  # refused before the body: 401
-        assert set(statuses[operation]) == {401}, statuses
+        assert set(statuses[operation]) - {"form", "json"} == {401}, statuses
     assert statuses["GET /health"][200] > 0
 
 
@@ -202,6 +209,7 @@ def client_package(server, tmp_path_factory):
                                  output_path=where / CLIENT)
     problems = generate(config=config)
     assert not problems, [f"{p.header}: {p.detail}" for p in problems]  # warnings included
+    assert _import_unset(where / CLIENT) <= {"reward_reward_post.py", "score_score_post.py"}
     sys.path.insert(0, str(where))
     try:
         yield importlib.import_module(CLIENT)
@@ -211,6 +219,23 @@ def client_package(server, tmp_path_factory):
             del sys.modules[name]
 
 
+def _import_unset(package) -> set[str]:
+    """The endpoint modules that use ``Unset`` without importing it, given the import.
+
+    openapi-python-client 0.29 types a required body of several media types (our form and
+    JSON) as ``… | Unset = UNSET`` and forgets the import (openapi-generators/
+    openapi-python-client#1451; the fix, PR #1478, is not released): the one known fault of
+    the generator, not of the schema, mended here and nothing else."""
+    patched = set()
+    for module in (package / "api").rglob("*.py"):
+        text = module.read_text()
+        if "| Unset" in text and "import Response, UNSET\n" in text:
+            module.write_text(text.replace("import Response, UNSET\n",
+                                           "import Response, UNSET, Unset\n"))
+            patched.add(module.name)
+    return patched
+
+
 def test_a_generated_client_scores_an_uploaded_clip(server, client_package, clips):
     from qsave_openapi_client.api.default import reward_reward_post, score_score_post
     from qsave_openapi_client.models import (
@@ -218,9 +243,12 @@ def test_a_generated_client_scores_an_uploaded_clip(server, client_package, clip
         Message,
         RewardForm,
         RewardFormWeights,
+        RewardJson,
+        RewardJsonItem,
         RewardResponse,
         ScoreForm,
         ScoreFormDimensionsItem,
+        ScoreJson,
         ScoreResponse,
     )
     from qsave_openapi_client.types import File
@@ -265,6 +293,20 @@ def test_a_generated_client_scores_an_uploaded_clip(server, client_package, clip
         assert len(batch.rewards) == 2 and batch.weights.additional_properties == {
             "visual": 1, "alignment": 3}
         assert [item.id for item in batch.items] == [p.stem for p, _ in videos[:2]]
+
+        # the same operations with JSON bodies: a path, and base64; the prompt verbatim
+        text = 'a cube; "quoted", two\nlines — 猫'
+        by_json = score_score_post.sync(client=client, body=ScoreJson(path=path.name,
+                                                                      prompt=text))
+        assert isinstance(by_json, ScoreResponse) and by_json.prompt == text, by_json
+        assert not by_json.error and by_json.id == path.stem
+        items = [RewardJsonItem(path=path.name, prompt=text),
+                 RewardJsonItem(video_b64=base64.b64encode(path.read_bytes()).decode(),
+                                prompt=text)]
+        rewards = reward_reward_post.sync(client=client, body=RewardJson(items=items))
+        assert isinstance(rewards, RewardResponse), rewards
+        assert rewards.rewards[0] == pytest.approx(rewards.rewards[1], abs=1e-4)
+        assert [item.id for item in rewards.items] == [path.stem, "video-1"]
 
     anonymous = client_package.Client(base_url=server.url, timeout=60)
     with anonymous, path.open("rb") as clip:

@@ -13,7 +13,14 @@ from qsave.spec import resolve_spec
 from qsave.train.config import CooloffConfig, TrainConfig, load_train_config
 from qsave.train.cooloff import cooloff_records, reformat, select_rollouts
 from qsave.train.grpo import Rollout
-from qsave.train.pipeline import DONE, parse_stage, run_stage, stage_dir, stage_done
+from qsave.train.pipeline import (
+    DONE,
+    fingerprint,
+    parse_stage,
+    run_stage,
+    stage_dir,
+    stage_done,
+)
 
 
 def _rollout(record, completion, accuracy, fmt, step=0):
@@ -51,14 +58,14 @@ def test_only_correct_well_formed_rollouts_become_records(corpus_records):
 
 def test_train_config_from_yaml(tmp_path):
     path = tmp_path / "cfg.yaml"
-    path.write_text("output_dir: out\nsft:\n  records: r.jsonl\n  optim: {learning_rate: 2e-5}\n"
-                    "grpo: {num_generations: 8}\n")
+    path.write_text("output_dir: out\nmodel: {model: tiny}\nsft:\n  records: r.jsonl\n"
+                    "  optim: {learning_rate: 2e-5}\ngrpo: {num_generations: 8}\n")
     config = load_train_config(path)
     assert config.output_dir == str(tmp_path / "out")
     assert config.sft.records == str(tmp_path / "r.jsonl")
     assert config.sft.optim.learning_rate == 2e-5 and config.grpo.num_generations == 8
-    path.write_text("sft: {alpha: 0, beta: 0}\n")
-    with pytest.raises(ConfigError, match=r"alpha \(0\) and beta \(0\)"):
+    path.write_text("model: {model: tiny}\nsft: {alpha: 0, beta: 0}\n")
+    with pytest.raises(ConfigError, match=r"alpha \(0.0\) and beta \(0.0\)"):
         load_train_config(path)
 
 
@@ -67,7 +74,7 @@ def test_stage_order_and_names(tmp_path):
     with pytest.raises(ConfigError, match="unknown stage 'rl'; valid: sft, grpo, cooloff, all"):
         parse_stage("rl")
     config = TrainConfig(output_dir=str(tmp_path))
-    with pytest.raises(ConfigError, match="needs stage 'sft' to have finished"):
+    with pytest.raises(ConfigError, match="needs stage 'sft' finished with this config"):
         run_stage(config, "grpo", log=lambda *_: None)
 
 
@@ -79,16 +86,17 @@ def test_cooloff_stage_runs_on_the_correct_rollouts_and_is_skipped_when_done(
     records = corpus_records["train"][:2]
     rl_path = write_records(records, tmp_path / "rl.jsonl")
     config = TrainConfig.from_mapping({
-        "output_dir": str(tmp_path / "run"),
+        "output_dir": str(tmp_path / "run"), "model": {"model": "tiny"},
         "grpo": {"records": str(rl_path)},
         "cooloff": {"sft": {"max_steps": 1, "batch_size": 1, "effective_batch_size": 1,
                             "save_steps": 10}},
     })
-    for stage in ("sft", "grpo"):  # earlier stages "done", pointing at the tiny checkpoint
+    for stage in ("sft", "grpo"):  # earlier stages done, pointing at the tiny checkpoint
         folder = stage_dir(config.output_dir, stage)
         folder.mkdir(parents=True)
         (folder / "final").symlink_to(tiny_dir, target_is_directory=True)
-        (folder / DONE).write_text(json.dumps({"stage": stage}))
+        (folder / DONE).write_text(json.dumps({"stage": stage,
+                                               "fingerprint": fingerprint(config, stage)}))
     rollouts = [_rollout(r, f"<think>Judged.</think>{r.rating}", 1.0, 1.0) for r in records]
     rollouts.append(_rollout(records[0], "<think>No.</think>Bad", 0.0, 1.0))
     (stage_dir(config.output_dir, "grpo") / "rollouts.jsonl").write_text(

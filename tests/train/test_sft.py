@@ -136,3 +136,20 @@ def test_one_trainer_step_then_resume(tmp_path, corpus_records):
     state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert [h["step"] for h in state["log_history"] if "loss_ce" in h] == [1, 2]
+
+
+def test_accumulated_micro_batches_give_the_whole_batch_gradient(tmp_path, corpus_records):
+    """2 records as one batch or as 2 accumulated micro-batches: the same gradient (the
+    Trainer's pre-clipping grad_norm), not twice it."""
+    import json
+
+    records = corpus_records["train"][:2]
+    norms = []
+    for batch in (2, 1):
+        config = SFTConfig(max_steps=1, batch_size=batch, effective_batch_size=2,
+                           save_steps=1, logging_steps=1, optim=OptimConfig(learning_rate=1e-3))
+        out = tmp_path / f"batch{batch}"
+        train_sft(config, ModelConfig(seed=0), out, records=records, log=None)
+        state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
+        norms.append(next(h["grad_norm"] for h in state["log_history"] if "grad_norm" in h))
+    assert norms[1] == pytest.approx(norms[0], rel=0.05)  # left padding moves it a little

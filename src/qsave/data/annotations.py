@@ -3,7 +3,9 @@
 A *ratings table* has one row per rating: ``video_id, rater_id, dimension, score`` and
 optionally ``reason`` (free text) and ``reason_labels`` (labels separated by ``;`` or ``|``).
 A *videos table* has ``video_id, path, prompt, generator`` and optionally ``split``
-(``train``/``test``/``rl``); the JSONL manifest of ``qsave data synth`` is read as one.
+(``train``/``test``/``rl``, or ``unused`` from :mod:`qsave.data.splits`); the JSONL manifest of
+``qsave data synth`` is read as one. Nested fields (a manifest's ``scene``, ``defects``) are
+written to CSV as JSON text and read back as they were.
 
 Every problem is reported as a :class:`Problem` in a :class:`CheckReport`; a rating row
 that cannot be used for a MOS is listed there (``excluded_rows``), never dropped silently.
@@ -21,8 +23,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
-from collections.abc import Iterable, Sequence
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +44,8 @@ OVERALL = "overall"  # the fourth rated dimension, kept for analysis only (Sec. 
 LEARNED_DIMENSIONS: tuple[str, ...] = tuple(d.value for d in DIMENSIONS)
 RATED_DIMENSIONS: tuple[str, ...] = (*LEARNED_DIMENSIONS, OVERALL)
 SPLITS: tuple[str, ...] = ("train", "test", "rl")  # rl: the separate GRPO set of App. C.1
+UNUSED = "unused"  # a video no split may take (qsave.data.splits: it would join RL and SFT)
+VIDEO_SPLITS: tuple[str, ...] = (*SPLITS, UNUSED)  # the split values a videos table may hold
 RATING_COLUMNS = ("video_id", "rater_id", "dimension", "score")
 VIDEO_COLUMNS = ("video_id", "path", "prompt", "generator")
 ROW = "_row"  # 1-based data row of the source table (header excluded), kept through every step
@@ -173,6 +181,9 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     frame = frame.drop(columns=[ROW], errors="ignore")
     suffix = path.suffix.lower()
     if suffix == ".csv":
+        nested = [c for c in frame.columns if frame[c].dtype == object
+                  and frame[c].map(lambda v: isinstance(v, dict | list)).any()]
+        frame = frame.assign(**{c: frame[c].map(_json_cell) for c in nested})
         frame.to_csv(path, index=False)
     elif suffix in (".parquet", ".pq"):
         frame.to_parquet(path, index=False)
@@ -182,6 +193,94 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
         raise AnnotationError(f"unsupported table format {path.suffix!r} of {path}; use .csv, "
                               ".parquet or .jsonl")
     return path
+
+
+def _json_cell(value: object) -> object:
+    """A dict or list as JSON text (a CSV cell); any other value as it is."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
+
+
+def _decode_json_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns whose every value is a JSON object or array (nested fields written to CSV
+    by :func:`write_table`) decoded back into dicts and lists."""
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if values.empty or not values.map(lambda v: isinstance(v, str)
+                                          and v[:1] in "{[" and v[-1:] in "}]").all():
+            continue
+        try:
+            frame[column] = frame[column].map(lambda v: v if _missing(v) else json.loads(v))
+        except json.JSONDecodeError:
+            continue
+    return frame
+
+
+@dataclass
+class Staging:
+    """Outputs written beside their destinations and moved into place together.
+
+    :meth:`file` and :meth:`folder` give the temporary path to write; :meth:`commit` moves
+    each over its destination (a folder's files into the destination folder), :meth:`discard`
+    removes them. Through :func:`staged`, a command that fails writes nothing and leaves an
+    existing output untouched.
+    """
+
+    moves: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def file(self, path: str | Path) -> Path:
+        """A temporary file beside ``path``, with its suffix (the format is read from it)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+        self.moves.append((temporary, path))
+        return temporary
+
+    def folder(self, path: str | Path) -> Path:
+        """A temporary folder beside ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        temporary.mkdir()
+        self.moves.append((temporary, path))
+        return temporary
+
+    def commit(self) -> None:
+        for temporary, path in self.moves:
+            if temporary.is_dir() and path.is_dir():
+                _move_into(temporary, path)
+            elif temporary.exists():
+                os.replace(temporary, path)
+        self.moves.clear()
+
+    def discard(self) -> None:
+        for temporary, _ in self.moves:
+            if temporary.is_dir():
+                shutil.rmtree(temporary, ignore_errors=True)
+            else:
+                temporary.unlink(missing_ok=True)
+        self.moves.clear()
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Move every file of ``source`` into ``target`` (same relative paths), then remove it."""
+    for item in source.iterdir():
+        if item.is_dir() and (target / item.name).is_dir():
+            _move_into(item, target / item.name)
+        else:
+            os.replace(item, target / item.name)
+    source.rmdir()
+
+
+@contextmanager
+def staged() -> Iterator[Staging]:
+    """A :class:`Staging` committed when the block ends normally, discarded when it raises."""
+    stage = Staging()
+    try:
+        yield stage
+    except BaseException:
+        stage.discard()
+        raise
+    stage.commit()
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -244,7 +343,7 @@ def normalize_videos(frame: pd.DataFrame, base: Path | None = None) -> pd.DataFr
     A manifest's ``id`` becomes ``video_id``; its ``mos`` and ``attributions`` dictionaries
     become ``mos_<dimension>`` and ``attribution_<dimension>`` columns.
     """
-    out = frame.copy().reset_index(drop=True)
+    out = _decode_json_columns(frame.copy().reset_index(drop=True))
     if "video_id" not in out.columns and "id" in out.columns:
         out = out.rename(columns={"id": "video_id"})
     _require_columns(out, VIDEO_COLUMNS, "videos table")
@@ -314,10 +413,10 @@ def check_videos(videos: pd.DataFrame) -> list[Problem]:
         rows = tuple(int(r) for r in group[ROW])
         problems.append(Problem("duplicate_video", f"video id {video_id!r} appears {len(rows)} "
                                 "times", "videos", rows, str(video_id)))
-    bad_split = videos["split"].notna() & ~videos["split"].isin(SPLITS)
+    bad_split = videos["split"].notna() & ~videos["split"].isin(VIDEO_SPLITS)
     for _, row in videos[bad_split].iterrows():
         problems.append(Problem("bad_split", f"unknown split {row['split']!r} of video "
-                                f"{row['video_id']!r}; valid: {', '.join(SPLITS)}", "videos",
+                                f"{row['video_id']!r}; valid: {', '.join(VIDEO_SPLITS)}", "videos",
                                 (int(row[ROW]),), row["video_id"]))
     return problems
 
@@ -500,6 +599,22 @@ def compute_mos(ratings: pd.DataFrame, config: AnnotationConfig | None = None) -
     return table[list(MOS_COLUMNS)]
 
 
+MOS_VIDEO_COLUMNS = ("split", "generator", "prompt")  # what a MOS table takes from the videos
+
+
+def with_video_columns(mos: pd.DataFrame, videos: pd.DataFrame | None) -> pd.DataFrame:
+    """The MOS table with each video's split, generator and prompt (those the videos table
+    has): what ``qsave eval --split`` selects by, its model level groups by and its pairs
+    are built within."""
+    if videos is None:
+        return mos
+    columns = [c for c in MOS_VIDEO_COLUMNS if c in videos.columns and videos[c].notna().any()]
+    if not columns:
+        return mos
+    return mos.merge(videos[["video_id", *columns]].drop_duplicates("video_id"), on="video_id",
+                     how="left")
+
+
 @dataclass
 class MosResult:
     """The MOS table, the usable rating rows and the check report behind them."""
@@ -518,6 +633,14 @@ def aggregate(ratings: pd.DataFrame, videos: pd.DataFrame | None = None,
     report = check_ratings(ratings, videos, config, raters)
     usable = usable_ratings(ratings, report)
     return MosResult(compute_mos(usable, config), usable, report)
+
+
+def raters_per_video(usable: pd.DataFrame) -> pd.Series:
+    """Each video's number of raters: the fewest over its rated learned dimensions (the count
+    that :func:`check_ratings` holds to the split's minimum, Sec. 3.3)."""
+    learned = usable[usable["dimension"].isin(LEARNED_DIMENSIONS)]
+    counts = learned.groupby(["video_id", "dimension"])["rater_id"].nunique()
+    return counts.groupby(level="video_id").min().astype(int).rename("n_raters")
 
 
 def mos_from_videos(videos: pd.DataFrame) -> pd.DataFrame:
@@ -565,6 +688,10 @@ class ScreenConfig:
     ``drop_k=None`` takes the default of the reference: with an expert ground truth the
     paper's ``drop_k_expert``; against the leave-one-out MOS of the raters themselves (no
     expert subset) ``drop_k_consensus``, i.e. raters are ranked and reported, not dropped.
+    App. C.1 gives a count only against the experts ("exclude the 6 least accurate
+    annotators"), and Sec. 3.3 removes raters "who fail to meet reliability and completeness
+    requirements" without a threshold: the paper has no rule for a corpus without experts,
+    so none is invented here (``drop_k``, ``min_srcc`` or ``max_mae`` set one).
     """
 
     drop_k: int | None = None  # drop the k least accurate; None: the reference's default below
@@ -598,7 +725,8 @@ class ScreenConfig:
         if expert:
             return self.drop_k_expert, "App. C.1 default with an expert ground truth"
         return self.drop_k_consensus, ("default without an expert ground truth; App. C.1 drops "
-                                       "raters only against experts")
+                                       "raters only against experts, and the paper gives no "
+                                       "rule without them")
 
 
 @dataclass

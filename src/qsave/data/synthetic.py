@@ -103,13 +103,16 @@ class SynthConfig:
     rater_bias: float = 0.25  # std of a reliable rater's bias, MOS points
     rater_noise: tuple[float, float] = (0.3, 0.7)  # range of a reliable rater's noise std
     kinds: tuple[str, ...] = ()  # defect kinds that may be drawn; () = every registered kind
+    videos_per_prompt: int = 1  # clips sharing one prompt (different generators, as in the
+    # paper's dataset): what within-prompt preference pairs are built from
     every_dimension: bool = False  # each clip: one defect per dimension at severity U(0, 1),
     # graded kinds over the whole clip (sample_every_dimension), instead of the generators'
     # sparse profiles
 
     def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ConfigError(f"n ({self.n}) must be at least 1")
+        if self.n < 1 or self.videos_per_prompt < 1:
+            raise ConfigError(f"n ({self.n}) and videos_per_prompt ({self.videos_per_prompt}) "
+                              "must be at least 1")
         if self.size < 16 or self.size % 2:
             raise ConfigError(f"size ({self.size}) must be even and at least 16 (yuv420p)")
         if self.fps < 1 or frame_count(self.fps, self.seconds) < 4:
@@ -410,8 +413,8 @@ def plan_corpus(config: SynthConfig) -> list[ClipPlan]:
     """Splits, prompts and generators of every clip.
 
     Splits are shuffled over the clip indices. Prompts of train and test come from disjoint
-    parts of the template pool, rl prompts from a third part (every 8th combination);
-    generators take turns within a split.
+    parts of the template pool, rl prompts from a third part (every 8th combination); within
+    a split, ``videos_per_prompt`` consecutive clips share a prompt and generators take turns.
     """
     rng = np.random.default_rng([config.seed, 1])
     sizes = split_sizes(config)
@@ -425,7 +428,8 @@ def plan_corpus(config: SynthConfig) -> list[ClipPlan]:
         names = generators_for(split)
         pool = pools[split]
         plans.append(
-            ClipPlan(index, f"syn-{index:05d}", split, names[k % len(names)], pool[k % len(pool)])
+            ClipPlan(index, f"syn-{index:05d}", split, names[k % len(names)],
+                     pool[(k // config.videos_per_prompt) % len(pool)])
         )
     return plans
 

@@ -9,8 +9,10 @@ how its scale is rescaled, follows App. D.2:
 ========================  =====================================================  ============
 name                      published format → our dimensions                      scale
 ========================  =====================================================  ============
-``qsave``                 manifest JSONL / CSV: id, generator, visual, dynamic,  MOS 1–5
-                          alignment[, overall] (flat or under ``"mos"``)
+``qsave``                 CSV/JSONL/parquet, layout read from the columns        MOS 1–5;
+                          (:data:`TRUTH_LAYOUTS`): the ``qsave data mos`` table  pairs
+                          or a videos table / manifest with MOS per dimension;
+                          pairs built from MOS within each prompt at evaluation
 ``videogen-rewardbench``  CSV: path_A, path_B, A_model, B_model, prompt, VQ, MQ,  pairs
                           TA, Overall ∈ {A, B, same}; VQ→visual, MQ→dynamic,
                           TA→alignment, Overall→overall
@@ -46,7 +48,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -113,6 +115,7 @@ class Truth:
     notes: list[str] = field(default_factory=list)  # protocol choices worth reporting
     excluded: list[Video] = field(default_factory=list)  # videos left out on purpose (--split)
     averages: list[Average] = field(default_factory=list)  # dimension averages it reports
+    mos_pairs: bool = False  # without pairs, evaluation builds them from MOS (derive_mos_pairs)
 
     def add_video(self, video: Video) -> None:
         """Register a video; the first occurrence of an id wins (pairs repeat videos)."""
@@ -240,42 +243,129 @@ def _each_row(truth: Truth, path: Path, rows: Iterable[tuple[int, Any]], parse: 
             truth.problems.append(f"{path.name} row {number}: {error}")
 
 
-# --- qsave manifest / plain table ---------------------------------------------------------------
+# --- qsave: the tables qsave writes -------------------------------------------------------------
+ID_COLUMNS = ("id", "video_id", "video")
+TRUTH_LAYOUTS = {  # what the qsave adapter reads, told apart by the columns (docs/eval.md)
+    "MOS table": "video_id, dimension, mos: what `qsave data mos` writes (its mos5, the MOS "
+                 "on 1–5, is used when present); optional prompt, generator, path",
+    "videos table": "id or video_id, and each dimension's MOS on 1–5 as a column visual, "
+                    "dynamic, alignment, overall, or mos_<dimension> (`qsave data split`), or "
+                    "in a mos object (manifest.jsonl of `qsave data synth`); optional prompt, "
+                    "generator, path, split",
+}
+
+
+def truth_columns(rows: Iterable[tuple[int, Any]]) -> list[str]:
+    """The columns of a table's rows, in order of first appearance; the keys of a ``mos``
+    object as ``mos.<key>``."""
+    seen: dict[str, None] = {}
+    for _, row in rows:
+        if isinstance(row, dict):
+            seen.update(dict.fromkeys(map(str, row)))
+            if isinstance(row.get("mos"), dict):
+                seen.update(dict.fromkeys(f"mos.{key}" for key in row["mos"]))
+    return list(seen)
+
+
+def truth_layout(columns: Iterable[str]) -> str | None:
+    """The :data:`TRUTH_LAYOUTS` name a table's columns fit, or ``None``.
+
+    >>> truth_layout(["video_id", "dimension", "mos", "std", "n_raters", "mos5"])
+    'MOS table'
+    >>> truth_layout(["video_id", "prompt", "mos_visual", "split"]), truth_layout(["id", "mos"])
+    ('videos table', None)
+    """
+    columns = set(columns)
+    if not columns & set(ID_COLUMNS):
+        return None
+    if "dimension" in columns and columns & {"mos", "mos5"}:
+        return "MOS table"
+    wide = {f"{prefix}{name}" for prefix in ("", "mos_", "mos.") for name in DIMENSION_NAMES}
+    return "videos table" if columns & wide else None
+
+
+def layout_error(path: Path, columns: list[str]) -> str:
+    """Why a file is no qsave truth: the columns found and those of each accepted layout."""
+    expected = "; ".join(f"({k}) {name}: {text}"
+                         for k, (name, text) in enumerate(TRUTH_LAYOUTS.items(), start=1))
+    hint = (" It looks like a ratings table: `qsave data mos --ratings FILE -o mos.csv` "
+            "makes the MOS table." if "rater_id" in columns else "")
+    return (f"{path.name} matches no truth layout of the qsave benchmark; columns found: "
+            f"{', '.join(columns) or 'none'}. Expected {expected}.{hint} A published "
+            "benchmark's file needs --benchmark NAME (docs/eval.md)")
+
+
 @register_benchmark("qsave")
 def load_qsave(path: Path, split: str | None = None) -> Truth:
-    """The synthetic/Q-Save manifest or a plain table of MOS on the 1–5 scale (Sec. 3.4).
+    """The truth tables qsave writes, MOS on 1–5 (Sec. 3.3–3.4), in either of
+    :data:`TRUTH_LAYOUTS`, told apart by the columns (never the suffix). Without pairs of its
+    own, evaluation builds them from the MOS (:func:`derive_mos_pairs`).
 
     ``split`` keeps only the rows whose ``split`` column equals it (e.g. ``test``).
     """
-    truth = Truth(name="qsave" if split is None else f"qsave ({split})")
     rows = list(read_rows(path))
+    columns = truth_columns(rows)
+    if not columns:
+        bad = [row for _, row in rows if isinstance(row, str)]
+        raise AnnotationError(f"{path.name} has no rows" + (f" it can read: {bad[0]}" if bad
+                                                              else ""))
+    layout = truth_layout(columns)
+    if layout is None:
+        raise AnnotationError(layout_error(path, columns))
+    truth = Truth(name="qsave" if split is None else f"qsave ({split})", mos_pairs=True)
+    truth.notes.append(f"truth layout: {layout}")
     if split is not None:
-        other = [r for _, r in rows if isinstance(r, dict) and r.get("split") != split]
+        if "split" not in columns:
+            raise AnnotationError(f"--split {split}: {path.name} has no split column; columns "
+                                  f"found: {', '.join(columns)}")
+        other = {str(_optional(r, *ID_COLUMNS)): r for _, r in rows
+                 if isinstance(r, dict) and r.get("split") != split}  # a video once (MOS table)
         rows = [(n, r) for n, r in rows if not isinstance(r, dict) or r.get("split") == split]
-        truth.excluded = [Video(str(r.get("id")), _optional(r, "path")) for r in other]
+        truth.excluded = [Video(video_id, _optional(r, "path")) for video_id, r in other.items()]
         truth.notes.append(f"only the {split!r} split ({len(other)} other videos left out)")
-    _each_row(truth, path, rows, _parse_qsave_row)
+    parse = _parse_mos_row if layout == "MOS table" else _parse_qsave_row
+    _each_row(truth, path, rows, parse)
+    if not truth.videos and truth.problems:
+        raise AnnotationError(f"{path.name} ({layout}): none of its rows is usable, e.g. "
+                              + "; ".join(truth.problems[:3]))
     return truth
 
 
+def _add_qsave_video(truth: Truth, video_id: str, row: dict[str, Any]) -> None:
+    """The video of a qsave truth row, with its optional path, prompt and generator."""
+    truth.add_video(Video(video_id, path=_optional(row, "path"), prompt=_optional(row, "prompt"),
+                          generator=_optional(row, "generator", "model")))
+
+
 def _parse_qsave_row(truth: Truth, row: dict[str, Any]) -> None:
-    """One manifest row: id, generator, MOS per dimension (flat columns or a ``mos`` object)."""
-    video_id = _required(row, "id", "video_id", "video")
-    scores = row["mos"] if isinstance(row.get("mos"), dict) else row
-    found = [name for name in DIMENSION_NAMES if _optional(scores, name) is not None]
-    if not found:
+    """One videos-table row: id and MOS per dimension (flat, ``mos_<dimension>`` or ``mos``)."""
+    video_id = _required(row, *ID_COLUMNS)
+    nested = row["mos"] if isinstance(row.get("mos"), dict) else {}
+    values = {}
+    for name in DIMENSION_NAMES:
+        for source, key in ((nested, name), (row, name), (row, f"mos_{name}")):
+            if _optional(source, key) is not None:
+                values[name] = _rescale(_number(source, key), truth.scale)
+                break
+    if not values:
         raise AnnotationError(f"video {video_id!r} has no MOS for {', '.join(DIMENSION_NAMES)}")
-    values = {name: _rescale(_number(scores, name), truth.scale) for name in found}
-    truth.add_video(
-        Video(
-            video_id,
-            path=_optional(row, "path"),
-            prompt=_optional(row, "prompt"),
-            generator=_optional(row, "generator", "model"),
-        )
-    )
+    _add_qsave_video(truth, video_id, row)
     for name, value in values.items():
         truth.set_mos(name, video_id, value)
+
+
+def _parse_mos_row(truth: Truth, row: dict[str, Any]) -> None:
+    """One MOS-table row: a video's MOS of one dimension (``mos5`` when present, else ``mos``)."""
+    video_id = _required(row, *ID_COLUMNS)
+    dimension = _required(row, "dimension").lower()
+    if dimension not in DIMENSION_NAMES:
+        raise AnnotationError(f"unknown dimension {dimension!r}; expected one of "
+                              f"{', '.join(DIMENSION_NAMES)}")
+    value = _rescale(_number(row, "mos5" if _optional(row, "mos5") else "mos"), truth.scale)
+    if video_id in truth.mos.get(dimension, {}):
+        raise AnnotationError(f"a second {dimension} MOS for video {video_id!r}")
+    _add_qsave_video(truth, video_id, row)
+    truth.set_mos(dimension, video_id, value)
 
 
 # --- VideoGen-RewardBench -----------------------------------------------------------------------
@@ -365,12 +455,15 @@ def pairs_from_mos(
     n_videos: int | None = None,
     seed: int = 0,
     tie_margin: float = 0.0,
+    dimension: str = OVERALL,
 ) -> list[Pair]:
-    """Preference pairs from pointwise MOS: a chain of neighbours within each prompt.
+    """Preference pairs of ``dimension`` from its pointwise MOS: a chain of neighbours within
+    each prompt (:data:`MOS_PAIR_RULE`).
 
     Videos (optionally a seeded sample of ``n_videos``) are grouped by prompt and each is paired
     with the next one of its group in id order, so ``k`` videos of a prompt give ``k - 1``
-    pairs. The label is the sign of ``MOS_A - MOS_B``, a tie when ``|Δ| ≤ tie_margin``.
+    pairs; a video without a prompt is in no pair. The label is the sign of
+    ``MOS_A - MOS_B``, a tie when ``|Δ| ≤ tie_margin``.
 
     >>> t = Truth("x", videos={i: Video(i, prompt="p") for i in "abc"})
     >>> [p.label for p in pairs_from_mos(t, {"a": 1.0, "b": 3.0, "c": 3.0})]
@@ -383,14 +476,65 @@ def pairs_from_mos(
     groups: dict[str, list[str]] = defaultdict(list)
     for video_id in ids:
         prompt = truth.videos[video_id].prompt if video_id in truth.videos else None
-        groups[prompt or video_id].append(video_id)
+        if prompt:
+            groups[prompt].append(video_id)
     pairs = []
     for key in sorted(groups):
         for a, b in itertools.pairwise(groups[key]):
             delta = mos[a] - mos[b]
             label = 0 if abs(delta) <= tie_margin else (1 if delta > 0 else -1)
-            pairs.append(Pair(a, b, OVERALL, label))
+            pairs.append(Pair(a, b, dimension, label))
     return pairs
+
+
+MOS_PAIR_RULE = ("per dimension, each video paired with the next of its prompt in id order "
+                 "(k videos: k − 1 pairs); label sign(MOS_A − MOS_B), a human tie when "
+                 "|MOS_A − MOS_B| ≤ m")
+
+
+def derive_mos_pairs(
+    truth: Truth, prompts: dict[str, str], tie_margin: float
+) -> tuple[Truth, dict[str, Any]]:
+    """A copy of ``truth`` with preference pairs built from its MOS on every dimension
+    (:func:`pairs_from_mos`, tie margin ``m`` on MOS 1–5), and what a report says of them.
+
+    A video's prompt is the truth's own, else ``prompts[id]`` (its prediction row's prompt).
+    When no pair can be built, ``reason`` says why.
+
+    >>> t = Truth("x", videos={i: Video(i) for i in "abc"}, mos={"visual": dict(a=1, b=2, c=4)})
+    >>> out, about = derive_mos_pairs(t, {"a": "p", "b": "p", "c": "q"}, 0.2)
+    >>> out.pairs, about["prompts_from_predictions"], about["reason"]
+    ([Pair(a='a', b='b', dimension='visual', label=-1)], 3, None)
+    """
+    videos = {i: v if v.prompt or i not in prompts else replace(v, prompt=prompts[i])
+              for i, v in truth.videos.items()}
+    out = replace(truth, videos=videos)
+    out.pairs = [pair for dim in DIMENSION_NAMES if dim in truth.mos for pair in
+                 pairs_from_mos(out, truth.mos[dim], tie_margin=tie_margin, dimension=dim)]
+    groups = Counter(v.prompt for v in videos.values() if v.prompt)
+    own = sum(bool(v.prompt) for v in truth.videos.values())
+    reason = None
+    if not groups:
+        reason = ("no video has a prompt: the truth file has no prompt column and the "
+                  "prediction rows none (score from a manifest with prompts, or give a truth "
+                  "table with a prompt column)")
+    elif not out.pairs:
+        reason = (f"each of the {len(groups)} prompts has a single video, and pairs are only "
+                  "built within a prompt")
+    about = {
+        "rule": MOS_PAIR_RULE,
+        "tie_margin": tie_margin,
+        "scale": "MOS (1–5)",
+        "pairs": dict(Counter(p.dimension for p in out.pairs)),
+        "human_ties": dict(Counter(p.dimension for p in out.pairs if p.label == 0)),
+        "prompts": len(groups),
+        "prompts_with_pairs": sum(n > 1 for n in groups.values()),
+        "prompts_from_truth": own,
+        "prompts_from_predictions": sum(groups.values()) - own,
+        "videos_without_prompt": len(videos) - sum(groups.values()),
+        "reason": reason,
+    }
+    return out, about
 
 
 # --- GenAI-Bench (video generation) -------------------------------------------------------------
@@ -479,6 +623,7 @@ class Predictions:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     probs: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)  # id → the row's prompt, if any
     errors: dict[str, str] = field(default_factory=dict)  # id → message of a failed prediction
     problems: list[str] = field(default_factory=list)  # unreadable lines, conflicts
     notes: list[str] = field(default_factory=list)
@@ -529,6 +674,8 @@ def _add_prediction(predictions: Predictions, result: VideoResult) -> None:
     """One video's row: its id, path, and the score r̂ of each dimension, or its error."""
     if result.path:
         predictions.paths[result.id] = result.path
+    if result.prompt:
+        predictions.prompts[result.id] = result.prompt
     if result.model is not None or result.settings:
         predictions.models.add(json.dumps([result.model, result.settings], sort_keys=True))
     if result.error is not None:
@@ -574,10 +721,38 @@ def match_predictions(truth: Truth, predictions: Predictions) -> dict[str, str]:
                 matched[video_id] = next(iter(index[key]))
                 break
     if truth.videos and (predictions.scores or predictions.errors) and not matched:
-        sample = ", ".join(list(truth.videos)[:3])
-        pred_sample = ", ".join(list(predictions.scores or predictions.errors)[:3])
         raise AnnotationError(
-            f"no prediction id matches any of the {len(truth.videos)} {truth.name} videos "
-            f"(truth ids e.g. {sample}; prediction ids e.g. {pred_sample})"
+            f"no prediction id matches any of the {len(truth.videos)} {truth.name} videos: "
+            + id_examples(truth, predictions)
         )
     return matched
+
+
+MATCH_RULE = (
+    "a truth video matches the prediction sharing its first key, unique on both sides, among "
+    "the id, the path, the path's last two parts, the file name and its stem; `qsave score` "
+    "ids are a manifest line's id (else its path without suffix) or, for a folder, each "
+    "video's path relative to that folder without suffix"
+)
+
+
+def id_examples(
+    truth: Truth,
+    predictions: Predictions,
+    truth_ids: Iterable[str] | None = None,
+    pred_ids: Iterable[str] | None = None,
+    shown: int = 3,
+) -> str:
+    """What an id error shows: a few ids of each side (default: all), their paths, and
+    :data:`MATCH_RULE`."""
+
+    def sample(ids: Iterable[str], paths: dict[str, str | None]) -> str:
+        ids = list(ids)
+        text = ", ".join(i if not paths.get(i) or paths[i] == i else f"{i} (path {paths[i]})"
+                         for i in ids[:shown])
+        return text + (f" … ({len(ids)} in all)" if len(ids) > shown else "") or "none"
+
+    truth_paths = {v.id: v.path for v in truth.videos.values()}
+    pred_all = [*predictions.scores, *predictions.errors]
+    return (f"truth ids e.g. {sample(truth_ids or truth.videos, truth_paths)}; prediction ids "
+            f"e.g. {sample(pred_ids or pred_all, predictions.paths)}; {MATCH_RULE}")

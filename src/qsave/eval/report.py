@@ -7,7 +7,10 @@ skipping it silently, and computes
 * per MOS dimension: instance-level SRCC/PLCC/KRCC/RMSE with bootstrap intervals, model-level
   SRCC/PLCC on per-generator means, accuracy and relaxed accuracy on integer-scale benchmarks,
   and per-generator rankings with intervals;
-* per preference dimension: accuracy with and without ties, always with its ε, the scale ε is
+* per preference dimension (the truth's pairs; or, for a qsave truth without pairs, pairs built
+  from its MOS within each prompt, :func:`~qsave.eval.benchmarks.derive_mos_pairs`, with the
+  human tie margin ``EvalConfig.tie_margin``, stated in every report): accuracy with and
+  without ties, always with its ε, the scale ε is
   on (``EvalConfig.epsilon_scale``) and its protocol; the same at model level (App. B: human win
   rates against mean predicted scores per generator, :func:`~qsave.eval.preference.
   model_level_preference`); and, beyond the paper, a calibrated preference from the two videos'
@@ -55,6 +58,8 @@ from qsave.eval.benchmarks import (
     Pair,
     Predictions,
     Truth,
+    derive_mos_pairs,
+    id_examples,
     match_predictions,
 )
 from qsave.eval.preference import (
@@ -90,10 +95,14 @@ class EvalConfig:
     confidence: float = 0.95  # level of the bootstrap intervals
     seed: int = 0  # seed of the bootstrap
     allow_extra: bool = False  # prediction ids matching no truth video: report, don't raise
+    # human tie of the pairs built from MOS: |ΔMOS| ≤ tie_margin on 1–5 (TIE_MARGIN_SOURCE)
+    tie_margin: float = (MOS_MAX - MOS_MIN) * DEFAULT_EPSILON
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.epsilon) or self.epsilon < 0:
-            raise ConfigError(f"epsilon ({self.epsilon}) must be a finite number ≥ 0")
+        for name in ("epsilon", "tie_margin"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} ({value}) must be a finite number ≥ 0")
         if self.epsilon_scale not in EPSILON_SCALES:
             raise ConfigError(f"epsilon_scale ({self.epsilon_scale!r}) must be one of "
                               f"{', '.join(EPSILON_SCALES)}")
@@ -103,6 +112,11 @@ class EvalConfig:
             raise ConfigError(f"n_resamples ({self.n_resamples}) must be ≥ 0")
         if not 0.0 < self.confidence < 1.0:
             raise ConfigError(f"confidence ({self.confidence}) must lie in (0, 1)")
+
+
+# qsave's choice, the paper builds no pairs from MOS: App. A's ε carried to MOS (×4), so that
+# predictions equal to the human MOS get every pair right at the default ε
+TIE_MARGIN_SOURCE = "App. A's ε = 0.05 on r̂ as MOS, ×4; qsave's choice"
 
 
 @dataclass
@@ -118,7 +132,9 @@ class EvalReport:
     fitted per dimension), ``scale`` (``r`` | ``mos``), ``protocol`` and ``text``.
     ``averages``: the benchmark's dimension averages (name, metric, dimensions, values, value,
     source). ``overall``: how "overall" was predicted and, per set of dimensions averaged, how
-    many videos.
+    many videos. ``mos_pairs``: for a truth whose pairs were built from its MOS, the rule, the
+    tie margin (``tie_margin``, its ``tie_margin_source``), pairs and human ties per dimension,
+    where the prompts came from, and ``reason`` when no pair could be built.
     """
 
     benchmark: str
@@ -138,6 +154,7 @@ class EvalReport:
     epsilon: dict[str, Any] = field(default_factory=dict)
     averages: list[dict[str, Any]] = field(default_factory=list)
     overall: dict[str, Any] = field(default_factory=dict)
+    mos_pairs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_missing(self) -> int:
@@ -619,10 +636,15 @@ def evaluate(
     truths = [truth] + ([calibration] if calibration is not None else [])
     unmatched = _unmatched(predictions, [lookup] + ([calib[1]] if calib else []), truths)
     if unmatched and not config.allow_extra:
+        alone = [v for v in truth.videos if v not in lookup.matched]
         raise AnnotationError(
-            f"{len(unmatched)} prediction ids match no {truth.name} video, e.g. "
-            f"{', '.join(unmatched[:5])} (pass allow_extra / --allow-extra to only report them)"
+            f"{len(unmatched)} prediction ids match no {truth.name} video "
+            "(pass allow_extra / --allow-extra to only report them): "
+            + id_examples(truth, predictions, alone, unmatched)
         )
+    truth, mos_pairs = _with_mos_pairs(truth, lookup, config)
+    if calib is not None:
+        calib = (_with_mos_pairs(calib[0], calib[1], config)[0], calib[1])
     protocol = "calibrated" if calib else ("oracle" if config.oracle else "fixed")
     report = EvalReport(
         benchmark=truth.name,
@@ -644,7 +666,21 @@ def evaluate(
     report.epsilon = _epsilon_summary(config, protocol)
     report.averages = _averages(report, truth)
     report.overall = _overall(report, lookup)
+    report.mos_pairs = mos_pairs
     return report
+
+
+def _with_mos_pairs(truth: Truth, lookup: _Lookup, config: EvalConfig):
+    """``(truth, about)``: a qsave truth without pairs gets pairs from its MOS, the prompts its
+    rows lack taken from the matched prediction rows; other truths are returned as they are."""
+    if not truth.mos_pairs or truth.pairs or not truth.mos:
+        return truth, {}
+    prompts = lookup.predictions.prompts
+    found = {v: prompts[p] for v, p in lookup.matched.items() if p in prompts}
+    truth, about = derive_mos_pairs(truth, found, config.tie_margin)
+    default = config.tie_margin == EvalConfig.tie_margin
+    about["tie_margin_source"] = TIE_MARGIN_SOURCE if default else "set by the user"
+    return truth, about
 
 
 # --- renderers ----------------------------------------------------------------------------------
@@ -716,7 +752,23 @@ def _setting_lines(report: EvalReport) -> list[tuple[str, str]]:
         by_dims = report.overall["videos_by_dimensions"]
         counts = ", ".join(f"{dims} {n}" for dims, n in by_dims.items())
         lines.append(("overall", f"{report.overall['prediction']}; videos: {counts or 'none'}"))
+    if report.mos_pairs:
+        lines.append(("pairs", _mos_pairs_text(report.mos_pairs)))
     return lines
+
+
+def _mos_pairs_text(about: dict[str, Any]) -> str:
+    """One line on the pairs built from MOS: the rule, the tie margin, counts, or why none."""
+    margin = f"m = {about['tie_margin']:g} on {about['scale']} ({about['tie_margin_source']})"
+    if about["reason"]:
+        return f"none built from MOS: {about['reason']}; rule: {about['rule']}, {margin}"
+    counts = ", ".join(f"{dim} {n} ({about['human_ties'].get(dim, 0)} ties)"
+                       for dim, n in about["pairs"].items())
+    sources = (f"{about['prompts_from_truth']} from the truth, "
+               f"{about['prompts_from_predictions']} from the prediction rows")
+    without = about["videos_without_prompt"]
+    return (f"built from MOS, {counts}: {about['rule']}, {margin}; prompts: {sources}"
+            + (f"; {without} videos without a prompt are in no pair" if without else ""))
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The reward server's contract: typed requests and responses, and the OpenAPI schema made true.
 
-Every request field has a type and a range (pydantic), so a bad field is a 422 naming it in
-FastAPI's standard body (``{"detail": [{"loc", "msg", "type"}]}``); every other refusal is
+``/score`` and ``/reward`` take a multipart form (uploads, or paths) or the same fields as a JSON
+body (paths, or base64 videos), one model for each. Every request field has a type and a range
+(pydantic; the JSON models are strict: ``1`` is not ``true``), so a bad field is a 422 naming it
+in FastAPI's standard body (``{"detail": [{"loc", "msg", "type"}]}``); every other refusal is
 ``{"detail": "<why>"}`` with its status, and each route lists every status it can answer.
 The limits that depend on the server's settings (prompt length, items per request) are built
 into the models by :func:`request_models`, so the schema states the running server's values.
@@ -9,10 +11,12 @@ into the models by :func:`request_models`, so the schema states the running serv
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args, get_origin
+import re
+from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin
 
 from fastapi import UploadFile
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,6 +28,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import models_json_schema
 
 from qsave.dimensions import DIMENSIONS, RATINGS
 
@@ -33,6 +38,33 @@ MAX_WEIGHT = 1e6  # a reward weight at most (weights are relative; normalised by
 MAX_PATH_CHARS = 4096
 MAX_ID_CHARS = 200
 
+# standard base64, padded, no line breaks (what ``base64 -w0`` writes); anchored for the schema
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_BASE64 = re.compile(BASE64)
+
+
+def _unicode(value: str) -> str:
+    """Text that can be written back as UTF-8: a JSON ``"\\ud800"`` (a lone surrogate) cannot."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("not valid Unicode text: a lone surrogate at character "
+                         f"{error.start}") from None
+    return value
+
+
+def _base64(value: str) -> str:
+    """Checked without decoding it (the server checks the size before it decodes)."""
+    if not _BASE64.fullmatch(value):
+        raise ValueError("not base64: the standard alphabet (A-Z a-z 0-9 + /), padded with = "
+                         "to a multiple of 4 characters, without spaces or line breaks "
+                         "(base64 -w0)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+PathText = Annotated[Text, Field(min_length=1, max_length=MAX_PATH_CHARS)]
+IdText = Annotated[Text, Field(min_length=1, max_length=MAX_ID_CHARS)]
 # strict: a JSON ``true`` is not the weight 1
 Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False, strict=True)]
 WEIGHTS_SCHEMA = {
@@ -40,13 +72,27 @@ WEIGHTS_SCHEMA = {
     "properties": {d.value: {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT}
                    for d in DIMENSIONS},
     "not": {"additionalProperties": {"const": 0}},  # not all zero: at least one positive
-    "description": "Relative weight per dimension (at least one positive), sent as a JSON "
-                   "part; the reward is the weighted mean of the dimension scores.",
+    "description": "Relative weight per dimension (at least one positive); the reward is the "
+                   "weighted mean of the dimension scores.",
     "examples": [{"visual": 1, "dynamic": 1, "alignment": 2}],
 }
-Weights = Annotated[Json[dict[DimensionName, Weight]], WithJsonSchema(WEIGHTS_SCHEMA)]
+Weights = Annotated[Json[dict[DimensionName, Weight]], WithJsonSchema(
+    {**WEIGHTS_SCHEMA, "description": WEIGHTS_SCHEMA["description"] + " Sent as a JSON part."})]
+JsonWeights = Annotated[dict[DimensionName, Weight], WithJsonSchema(WEIGHTS_SCHEMA)]
 Upload = Annotated[UploadFile, WithJsonSchema({"type": "string", "format": "binary",
                                                "contentMediaType": "application/octet-stream"})]
+
+
+def _source(description: str, schema: dict[str, Any] | None = None, **constraints: Any) -> Any:
+    """A JSON video source (``path``, ``video_b64``): optional, never null (a null would meet
+    the schema's "required" of the exactly-one rule while giving no video); ``schema``: more
+    keywords for its schema only."""
+
+    def extra(field_schema: dict[str, Any]) -> None:
+        field_schema.pop("default", None)
+        field_schema.update(schema or {})
+
+    return Field(None, description=description, json_schema_extra=extra, **constraints)
 
 
 def _comma_separated(value: Any) -> Any:
@@ -80,11 +126,24 @@ def _positive_weight(weights: dict[str, float] | None) -> dict[str, float] | Non
     return weights
 
 
-def request_models(max_prompt_chars: int, max_items: int) -> tuple[type, type]:
-    """(ScoreForm, RewardForm) with the server's limits in their fields and schema."""
-    Prompt = Annotated[str, Field(max_length=max_prompt_chars,
-                                  description="The generation prompt (text only: control "
-                                              "tokens in it are escaped).")]
+class RequestModels(NamedTuple):
+    """The request bodies of ``/score`` and ``/reward``: a multipart form and a JSON body each."""
+
+    score_form: type[BaseModel]
+    reward_form: type[BaseModel]
+    score_json: type[BaseModel]
+    reward_json: type[BaseModel]
+
+
+def request_models(max_prompt_chars: int, max_items: int) -> RequestModels:
+    """The request models with the server's limits in their fields and schema. The JSON models
+    mirror the forms field by field, except that a video is a ``path`` or ``video_b64`` (no
+    upload) and ``/reward`` takes ``items`` (each a video and its prompt) instead of aligned
+    lists."""
+    Prompt = Annotated[Text, Field(max_length=max_prompt_chars,
+                                   description="The generation prompt (text only: control "
+                                               "tokens in it are escaped).")]
+    Dimensions = Annotated[list[DimensionName], Field(min_length=1, max_length=len(DIMENSIONS))]
 
     class ScoreForm(BaseModel):
         """One video: an upload ``video`` or a ``path`` inside the server's allowed root."""
@@ -92,16 +151,14 @@ def request_models(max_prompt_chars: int, max_items: int) -> tuple[type, type]:
         model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one("video", "path"))
 
         video: Upload | None = Field(None, description="The video file (give this or path).")
-        path: str | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS,
-                                 description="A file inside the allowed root (or video).")
+        path: PathText | None = Field(None, description="A file inside the allowed root (or "
+                                                        "video).")
         prompt: Prompt | None = None
-        dimensions: list[DimensionName] | None = Field(
-            None, min_length=1, max_length=len(DIMENSIONS),
-            description="Dimensions to score (repeated, or comma-separated); default all.")
+        dimensions: Dimensions | None = Field(
+            None, description="Dimensions to score (repeated, or comma-separated); default all.")
         explain: FormBool = Field(False, description="Also generate a rationale per dimension.")
-        id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS,
-                               description="An id echoed in the result (default: the file's "
-                                           "stem).")
+        id: IdText | None = Field(None, description="An id echoed in the result (default: the "
+                                                    "file's stem).")
 
         _dimensions = field_validator("dimensions", mode="before")(_comma_separated)
 
@@ -119,9 +176,9 @@ def request_models(max_prompt_chars: int, max_items: int) -> tuple[type, type]:
 
         videos: list[Upload] | None = Field(None, min_length=1, max_length=max_items,
                                             description="Video files (or paths).")
-        paths: list[Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)]] | None = (
-            Field(None, min_length=1, max_length=max_items,
-                  description="Files inside the allowed root (or videos)."))
+        paths: list[PathText] | None = Field(None, min_length=1, max_length=max_items,
+                                             description="Files inside the allowed root (or "
+                                                         "videos).")
         prompts: list[Prompt] | None = Field(None, min_length=1, max_length=max_items,
                                              description="One prompt per video, in order.")
         weights: Weights | None = None
@@ -137,7 +194,49 @@ def request_models(max_prompt_chars: int, max_items: int) -> tuple[type, type]:
                 raise ValueError(f"{count} videos but {len(self.prompts)} prompts")
             return self
 
-    return ScoreForm, RewardForm
+    class JsonVideo(BaseModel):
+        """A video in a JSON body: ``path`` inside the allowed root, or ``video_b64``."""
+
+        model_config = ConfigDict(extra="forbid", strict=True,
+                                  json_schema_extra=_exactly_one("path", "video_b64"))
+
+        path: PathText = _source("A file inside the allowed root (or video_b64).")
+        video_b64: Annotated[str, AfterValidator(_base64)] = _source(
+            "The video file's bytes in base64 (or path); at most the server's max_video_mb "
+            "once decoded. For small clips: base64 adds a third to the body.",
+            {"pattern": BASE64, "contentEncoding": "base64"}, min_length=4)
+        prompt: Prompt | None = None
+
+        @model_validator(mode="after")
+        def _one_source(self) -> JsonVideo:
+            if (self.path is None) == (self.video_b64 is None):
+                raise ValueError("give exactly one of path and video_b64")
+            return self
+
+    class ScoreJson(JsonVideo):
+        """One video (``path`` or ``video_b64``), the fields of the form."""
+
+        dimensions: Dimensions | None = Field(None, description="Dimensions to score; default "
+                                                                "all.")
+        explain: bool = Field(False, description="Also generate a rationale per dimension.")
+        id: IdText | None = Field(None, description="An id echoed in the result (default: the "
+                                                    "path's stem, or video-0).")
+
+    class RewardJsonItem(JsonVideo):
+        """One video of a batch (``path`` or ``video_b64``) and its prompt."""
+
+    class RewardJson(BaseModel):
+        """A batch: ``items`` (each a video and its prompt), optional ``weights``."""
+
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+        items: list[RewardJsonItem] = Field(min_length=1, max_length=max_items,
+                                            description="The videos, in order.")
+        weights: JsonWeights | None = None
+
+        _weights = field_validator("weights")(_positive_weight)
+
+    return RequestModels(ScoreForm, RewardForm, ScoreJson, RewardJson)
 
 
 def empty_field_errors(form_model: type[BaseModel], form: Any) -> list[dict[str, Any]]:
@@ -292,7 +391,7 @@ class HealthResponse(BaseModel):
 
 def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` entries of the statuses a route can answer besides 200 and 422."""
-    reasons = {400: "Malformed multipart body", 401: "Missing or invalid bearer token",
+    reasons = {400: "Malformed body (multipart or JSON)", 401: "Missing or invalid bearer token",
                403: "Path outside the allowed root, or a cross-site/foreign-host request",
                408: "The body did not arrive in time", 413: "Too large: body, upload, video "
                "(pixels, frames, duration) or prompt over the server's limits",
@@ -301,10 +400,23 @@ def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Message, "description": reasons[status]} for status in statuses}
 
 
-def fix_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The generated schema with optional form fields without their ``null`` branch (a form
-    field is left out, never null)."""
-    for name, component in schema.get("components", {}).get("schemas", {}).items():
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``openapi_extra`` of a form route that takes ``model`` as a JSON body too (its
+    schema is added by :func:`fix_schema`)."""
+    return {"requestBody": {"content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def fix_schema(schema: dict[str, Any], json_models: tuple[type[BaseModel], ...] = ()
+               ) -> dict[str, Any]:
+    """The generated schema with the JSON bodies' models added (FastAPI lists only the form
+    routes), and optional form fields without their ``null`` branch (a form field is left
+    out, never null)."""
+    _, definitions = models_json_schema([(model, "validation") for model in json_models],
+                                        ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(definitions.get("$defs", {}))  # the names ScoreJson… are unique
+    for name, component in components.items():
         if not name.endswith("Form"):
             continue
         for field in component.get("properties", {}).values():

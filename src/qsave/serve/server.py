@@ -8,6 +8,9 @@ Endpoints (FastAPI; the schema at ``/openapi.json`` is the contract, ``/docs`` r
 * ``POST /reward`` — a batch: uploads ``videos`` or ``paths`` (repeated fields), ``prompts``
   (repeated, aligned), optional ``weights`` (a JSON object); one scalar reward per item, the
   weighted mean of the dimension scores (App. D.2's *Overall* by default), and the parts.
+* Both also take a JSON body (``Content-Type: application/json``; ``api.py``'s ``ScoreJson``
+  and ``RewardJson``): the same fields, a video as ``path`` or base64 ``video_b64``, and on
+  ``/reward`` a list of ``items`` (video and prompt); the same checks and the same answers.
 * ``GET /health`` (503 "overloaded" when a new video would be refused) and ``GET /metrics``
   (Prometheus text), both without authentication.
 
@@ -21,9 +24,9 @@ Bounds, so that no request can take the server down:
 * Before the body is read (``guard.py``): the bearer token (401), and without a token a
   loopback ``Host`` and no foreign ``Origin`` (403); the body's size (``max_request_mb``, 413)
   and arrival time (``request_timeout_s``, 408).
-* Each field typed and ranged (``api.py``, 422 naming the field); each upload at most
-  ``max_video_mb`` (413); a ``path`` resolved (symbolic links included) inside
-  ``allowed_root`` (403).
+* Each field typed and ranged (``api.py``, 422 naming the field); each upload or base64 video
+  at most ``max_video_mb`` (413; base64 measured before it is decoded); a ``path`` resolved
+  (symbolic links included) inside ``allowed_root`` (403).
 * Before a video is decoded: its header against the scorer's limits (pixels per frame, frames,
   duration) and the prompt against its character and token limits — on ``/score`` a 413 with
   the figures, on ``/reward`` that item's error.
@@ -36,6 +39,8 @@ Bounds, so that no request can take the server down:
 
 
 import asyncio
+import base64
+import json
 import logging
 import signal
 import threading
@@ -49,7 +54,9 @@ from typing import Annotated, Any, BinaryIO
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
+from starlette.routing import Match
 
 from qsave.dimensions import DIMENSIONS
 from qsave.errors import ConfigError, LimitError, QsaveError, error_class
@@ -78,7 +85,7 @@ class ServeConfig:
     port: int = 8000  # port to bind (0: any free port)
     token: str | None = None  # bearer token required on /score and /reward; None: no auth
     allowed_root: str | None = None  # directory whose files may be scored by `path`
-    max_video_mb: float = 256.0  # one uploaded video at most (MiB)
+    max_video_mb: float = 256.0  # one uploaded (or base64) video at most (MiB)
     max_request_mb: float = 1024.0  # a whole request body at most (MiB)
     max_items: int = 64  # videos in one /reward request at most
     request_timeout_s: float = 300.0  # body upload, and scoring, each within this time
@@ -324,13 +331,13 @@ def create_app(config: ServeConfig, evaluator: Evaluator | None = None) -> Any:
     app.add_exception_handler(RequestValidationError, _invalid)
     auth = [Depends(HTTPBearer(description="QSAVE_SERVE_TOKEN of the server"))] \
         if config.token else []
-    score_form, reward_form = api.request_models(evaluator.spec.limits.max_prompt_chars,
-                                                 config.max_items)
-    _score_route(app, service, auth, score_form)
-    _reward_route(app, service, auth, reward_form)
+    models = api.request_models(evaluator.spec.limits.max_prompt_chars, config.max_items)
+    _score_routes(app, service, auth, models.score_form, models.score_json)
+    _reward_routes(app, service, auth, models.reward_form, models.reward_json)
     _info_routes(app, service)
     schema = app.openapi
-    app.openapi = lambda: app.openapi_schema or api.fix_schema(schema())
+    app.openapi = lambda: app.openapi_schema or api.fix_schema(
+        schema(), (models.score_json, models.reward_json))
     app.add_middleware(Guard, config=config, metrics=service.metrics)
     return app
 
@@ -338,9 +345,33 @@ def create_app(config: ServeConfig, evaluator: Evaluator | None = None) -> Any:
 async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
     """422 with where and why for each problem, never the input itself (which may be huge or
     not JSON: a NaN)."""
-    problems = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+    problems = [{"loc": list(e["loc"]), "msg": _message(e), "type": e["type"]}
                 for e in error.errors()]
     return JSONResponse({"detail": problems}, status_code=422)
+
+
+def _message(error: dict[str, Any]) -> str:
+    """A problem's message; for a JSON body that does not parse, where it broke."""
+    if error["type"] == "json_invalid":
+        return f"{error['msg']}: {error.get('ctx', {}).get('error', '')}"
+    return error["msg"]
+
+
+class JsonRoute(APIRoute):
+    """A route for JSON bodies (``Content-Type: application/json``) only: a request with
+    another body goes on to the next route of its path and method (the form's), so it must
+    be added before that one."""
+
+    def matches(self, scope: dict) -> tuple[Match, dict]:
+        match, child = super().matches(scope)
+        if match is Match.FULL and not _is_json(scope):
+            return Match.NONE, {}
+        return match, child
+
+
+def _is_json(scope: dict) -> bool:
+    value = dict(scope.get("headers") or []).get(b"content-type", b"")
+    return value.split(b";")[0].strip().lower() == b"application/json"
 
 
 def _no_empty_fields(form_model: type) -> Any:
@@ -354,45 +385,54 @@ def _no_empty_fields(form_model: type) -> Any:
     return Depends(check)
 
 
-def _score_route(app: Any, service: Service, auth: list, form_model: type) -> None:
+def _score_routes(app: Any, service: Service, auth: list, form_model: type,
+                  json_model: type) -> None:
     config = service.config
+    refused = api.refusals(400, 401, 403, 408, 413, 503, 504)
 
-    @app.post("/score", dependencies=[*auth, _no_empty_fields(form_model)],
-              summary="Score one video", response_model=api.ScoreResponse,
-              responses=api.refusals(400, 401, 403, 408, 413, 503, 504))
-    async def score(request: Request,
-                    form: Annotated[form_model, Form(media_type=MULTIPART)]) -> Any:
-        """One video's scores per dimension (the record of ``qsave score``); a video or prompt
-        over the server's limits is refused with 413, one that cannot be decoded gets
-        ``error``."""
-        (source, name), = _inputs([form.video] if form.video else None,
-                                  [form.path] if form.path else None, config)
-        item = ScoreItem(source, form.prompt or None, form.id or name)
+    async def scored(request: Request, source: Any, name: str, body: Any) -> Any:
+        """What both bodies share once their video is found."""
+        item = ScoreItem(source, body.prompt or None, body.id or name)
         with service.admitted(1):
             result, info = await service.attend(request, service.score_one(
-                item, parse_dimensions(form.dimensions), form.explain))
+                item, parse_dimensions(body.dimensions), body.explain))
         if limit_reason(result) is not None:
             raise HTTPException(413, result.error.message)
         return public_record(result, info)
 
+    async def score_json(request: Request, body: json_model) -> Any:
+        (source, name), = _json_inputs([body], "", config)
+        return await scored(request, source, name, body)
 
-def _reward_route(app: Any, service: Service, auth: list, form_model: type) -> None:
+    app.router.add_api_route("/score", score_json, methods=["POST"], dependencies=auth,
+                             response_model=api.ScoreResponse, include_in_schema=False,
+                             route_class_override=JsonRoute)
+
+    @app.post("/score", dependencies=[*auth, _no_empty_fields(form_model)],
+              summary="Score one video", response_model=api.ScoreResponse, responses=refused,
+              openapi_extra=api.json_body(json_model))
+    async def score(request: Request,
+                    form: Annotated[form_model, Form(media_type=MULTIPART)]) -> Any:
+        """One video's scores per dimension (the record of ``qsave score``); a video or prompt
+        over the server's limits is refused with 413, one that cannot be decoded gets
+        ``error``. A multipart form, or the same fields as JSON (``ScoreJson``)."""
+        (source, name), = _inputs([form.video] if form.video else None,
+                                  [form.path] if form.path else None, config)
+        return await scored(request, source, name, form)
+
+
+def _reward_routes(app: Any, service: Service, auth: list, form_model: type,
+                   json_model: type) -> None:
     config = service.config
+    refused = api.refusals(400, 401, 403, 408, 413, 503, 504)
 
-    @app.post("/reward", dependencies=[*auth, _no_empty_fields(form_model)],
-              summary="Rewards for a batch", response_model=api.RewardResponse,
-              responses=api.refusals(400, 401, 403, 408, 413, 503, 504))
-    async def reward(request: Request,
-                     form: Annotated[form_model, Form(media_type=MULTIPART)]) -> Any:
-        """One scalar reward per video (the weighted mean of its dimension scores) and its
-        parts; a video that cannot be scored (undecodable, over a limit) gets ``error`` and
-        the server's ``error_reward``."""
-        inputs = _inputs(form.videos, form.paths, config)
-        rewarding = (service.reward if form.weights is None
-                     else RewardConfig(form.weights, service.reward.error_reward))
-        texts = form.prompts or [None] * len(inputs)
+    async def rewarded(request: Request, inputs: list[tuple[Any, str]],
+                       prompts: list[str | None], weights: dict[str, float] | None) -> Any:
+        """What both bodies share once their videos are found."""
+        rewarding = (service.reward if weights is None
+                     else RewardConfig(weights, service.reward.error_reward))
         items = [ScoreItem(source, text or None, name)
-                 for (source, name), text in zip(inputs, texts, strict=True)]
+                 for (source, name), text in zip(inputs, prompts, strict=True)]
         with service.admitted(len(items)):
             done = await service.attend(request, _all(
                 service.score_one(item, rewarding.dimensions, False) for item in items))
@@ -406,6 +446,28 @@ def _reward_route(app: Any, service: Service, auth: list, form_model: type) -> N
                           for r, item in zip(results, rewards, strict=True)],
                 "weights": rewarding.weights, "model": service.evaluator.info.to_dict(),
                 "warnings": warnings}
+
+    async def reward_json(request: Request, body: json_model) -> Any:
+        inputs = _json_inputs(body.items, "items", config)
+        return await rewarded(request, inputs, [item.prompt for item in body.items],
+                              body.weights)
+
+    app.router.add_api_route("/reward", reward_json, methods=["POST"], dependencies=auth,
+                             response_model=api.RewardResponse, include_in_schema=False,
+                             route_class_override=JsonRoute)
+
+    @app.post("/reward", dependencies=[*auth, _no_empty_fields(form_model)],
+              summary="Rewards for a batch", response_model=api.RewardResponse,
+              responses=refused, openapi_extra=api.json_body(json_model))
+    async def reward(request: Request,
+                     form: Annotated[form_model, Form(media_type=MULTIPART)]) -> Any:
+        """One scalar reward per video (the weighted mean of its dimension scores) and its
+        parts; a video that cannot be scored (undecodable, over a limit) gets ``error`` and
+        the server's ``error_reward``. A multipart form, or the same fields as JSON
+        (``RewardJson``: ``items``, each a video and its prompt)."""
+        inputs = _inputs(form.videos, form.paths, config)
+        return await rewarded(request, inputs, form.prompts or [None] * len(inputs),
+                              form.weights)
 
 
 async def _all(works: Iterator[Coroutine]) -> list[Any]:
@@ -440,6 +502,29 @@ def _inputs(uploads, paths, config: ServeConfig) -> list[tuple[Any, str]]:
         return [(_checked_upload(u, config), stem_of(u.filename, f"video-{i}"))
                 for i, u in enumerate(uploads)]
     return [(_checked_path(p, config), Path(p).stem) for p in paths]
+
+
+def _json_inputs(videos: list[Any], where: str, config: ServeConfig) -> list[tuple[Any, str]]:
+    """(source, name) per JSON video: a path (inside the root) or base64 (size-checked, then
+    decoded); ``where`` names the list in errors (``items``, or "" for one video)."""
+    inputs = []
+    for i, video in enumerate(videos):
+        if video.path is not None:
+            inputs.append((_checked_path(video.path, config), Path(video.path).stem))
+        else:
+            field = f"{where}[{i}].video_b64" if where else "video_b64"
+            inputs.append((_checked_base64(video.video_b64, field, config), f"video-{i}"))
+    return inputs
+
+
+def _checked_base64(text: str, field: str, config: ServeConfig) -> bytes:
+    """The bytes of checked base64 text (``api._base64``), its size measured before it is
+    decoded."""
+    size = len(text) // 4 * 3 - text[-2:].count("=")
+    if size > config.max_video_mb * MB:
+        raise HTTPException(413, f"the video in {field} ({size} bytes) exceeds max_video_mb "
+                                 f"({config.max_video_mb} MiB)")
+    return base64.b64decode(text, validate=True)
 
 
 def _checked_upload(upload: Any, config: ServeConfig) -> BinaryIO:
@@ -480,27 +565,37 @@ def serve(config: ServeConfig, evaluator: Any | None = None) -> None:
 class RewardClient:
     """Calls a reward server from generator-RL code in another process or machine.
 
-    ``client(videos, prompts)`` uploads the video files and returns one reward per video;
-    ``client.last`` keeps the whole answer (per-dimension scores, errors, collapse warnings).
+    ``client(videos, prompts)`` returns one reward per video; ``client.last`` keeps the whole
+    answer (per-dimension scores, errors, collapse warnings). By default it uploads the files
+    (a multipart form: the bytes as they are, each field as written); with ``by_path=True`` the
+    videos are paths under the server's ``allowed_root``, sent as a JSON body (nothing is
+    uploaded: for a generator that writes its rollouts where the server reads).
     """
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 600.0,
-                 weights: dict[str, float] | None = None) -> None:
+                 weights: dict[str, float] | None = None, by_path: bool = False) -> None:
         import httpx
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
         self.weights = weights
+        self.by_path = by_path
         self.last: dict[str, Any] = {}
 
     def __call__(self, videos: list[str | Path], prompts: list[str | None]) -> list[float]:
-        import json
-
-        files = [("videos", (Path(v).name, Path(v).read_bytes(), "video/mp4")) for v in videos]
-        data: dict[str, Any] = {"prompts": [p or "" for p in prompts]}
-        if self.weights is not None:
-            data["weights"] = json.dumps(self.weights)
-        response = self.http.post("/reward", files=files, data=data)
+        if self.by_path:
+            body: dict[str, Any] = {"items": [{"path": str(v), "prompt": p}
+                                              for v, p in zip(videos, prompts, strict=True)]}
+            if self.weights is not None:
+                body["weights"] = self.weights
+            response = self.http.post("/reward", json=body)
+        else:
+            files = [("videos", (Path(v).name, Path(v).read_bytes(), "video/mp4"))
+                     for v in videos]
+            data: dict[str, Any] = {"prompts": [p or "" for p in prompts]}
+            if self.weights is not None:
+                data["weights"] = json.dumps(self.weights)
+            response = self.http.post("/reward", files=files, data=data)
         if response.status_code != 200:
             raise QsaveError(f"reward server answered {response.status_code}: {response.text}")
         self.last = response.json()

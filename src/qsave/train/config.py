@@ -5,17 +5,27 @@ with its key): SFT AdamW lr 5e-6, warm-up ratio 0.03, 3 epochs, effective batch 
 bf16; GRPO lr 2e-6, 256 prompts per step, G = 8, 32 steps, λ = 0.5. Where the paper is silent
 the default follows verl (the paper's GRPO framework, Sec. 4.3) or transformers, and says so.
 
->>> cfg = TrainConfig.from_mapping({"output_dir": "runs/x", "sft": {"records": "r.jsonl"}})
+>>> cfg = TrainConfig.from_mapping({"model": {"model": "tiny"}, "sft": {"records": "r.jsonl"}})
 >>> cfg.sft.alpha, cfg.sft.beta, cfg.grpo.format_weight
 (1.0, 1.0, 0.5)
->>> TrainConfig.from_mapping({"output_dir": "o", "sft": {"lr": 1}})
+>>> TrainConfig.from_mapping({"model": {"model": "tiny"}, "sft": {"lr": 1}})
 Traceback (most recent call last):
 qsave.errors.ConfigError: unknown sft fields ['lr']; valid: ...
+>>> TrainConfig.from_mapping({"model": {"model": "tiny", "lora": "flase"}})
+Traceback (most recent call last):
+qsave.errors.ConfigError: model.lora must be true or false, got 'flase'
+
+Every key is checked against its field's type before anything loads (:func:`_typed`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -208,6 +218,52 @@ class CooloffConfig:
 
 
 @dataclass
+class TinyModelAids:
+    """AIDS FOR TINY MODELS — what lets a ~1M-parameter Qwen3-VL trained from random weights
+    learn on a CPU in minutes (``configs/train-tiny-cpu.yaml``, ``qsave demo --train``). Not in
+    the paper; all off by default; never use them for a real checkpoint.
+
+    A random tiny model trained with plain SFT collapses to the class prior (its rating stops
+    depending on the video), so the vision tower is first trained alone through a throwaway
+    linear probe on pooled vision features (:mod:`qsave.train.aids`), and the probe's loss can
+    stay in the SFT stages. A small RL set gives too few correct GRPO rollouts to cool off on,
+    so the GRPO policy can also sample rollouts on the SFT records (rejection sampling with
+    the stage-2 reward).
+    """
+
+    vision_warmup_steps: int = 0  # stage 1: steps of the vision tower alone (0: off)
+    vision_warmup_lr: float = 1e-3  # its AdamW learning rate (cosine, clip 1.0)
+    vision_warmup_batch: int = 16  # clips per warm-up step
+    probe_weight: float = 0.0  # weight of the probe's MSE kept in stages 1 and 3 (0: off)
+    cooloff_resample: int = 0  # stage 3: rollouts per record from the GRPO policy (0: off)
+    cooloff_resample_records: int = 600  # RL and SFT records sampled from, at most
+
+    def __post_init__(self) -> None:
+        if min(self.vision_warmup_steps, self.cooloff_resample, self.probe_weight) < 0:
+            raise ConfigError("aids: steps, resample counts and probe_weight must be ≥ 0")
+        if self.probe_weight > 0 and not self.vision_warmup_steps:
+            raise ConfigError("aids.probe_weight needs aids.vision_warmup_steps > 0 (the probe "
+                              "is made by the warm-up)")
+
+    @property
+    def on(self) -> list[str]:
+        """The aids this config turns on, by key (empty for a real-checkpoint recipe)."""
+        return [f.name for f in fields(self) if f.name in AID_SWITCHES and getattr(self, f.name)]
+
+
+AID_SWITCHES = ("vision_warmup_steps", "probe_weight", "cooloff_resample")
+
+
+@dataclass
+class StageEvalConfig:
+    """Held-out records scored after each stage (SRCC/PLCC per dimension, like Table 4)."""
+
+    records: str = ""  # records JSONL of held-out videos (e.g. the test split); "": no eval
+    max_new_tokens: int | None = None  # think-first stages: analysis length (None: checkpoint's)
+    device: str | None = None  # None: cuda if any, else cpu
+
+
+@dataclass
 class TrainConfig:
     """The whole pipeline: one output folder with a checkpoint per stage (resumable)."""
 
@@ -217,50 +273,131 @@ class TrainConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     cooloff: CooloffConfig = field(default_factory=CooloffConfig)
     answer_format: AnswerFormat = AnswerFormat.THINK_FIRST  # stages 1–2 (stage 3: rating-first)
+    aids: TinyModelAids = field(default_factory=TinyModelAids)  # tiny models only (see class)
+    eval: StageEvalConfig = field(default_factory=StageEvalConfig)  # scored after each stage
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from parsed YAML/JSON; unknown keys raise and list the valid ones."""
-        values = dict(values)
-        sections = {"model": ModelConfig, "sft": SFTConfig, "grpo": GRPOConfig,
-                    "cooloff": CooloffConfig}
-        for name, kind in sections.items():
-            if name in values:
-                values[name] = _build(kind, values[name] or {}, name)
-        if "answer_format" in values:
-            values["answer_format"] = AnswerFormat(values["answer_format"])
-        return _build(cls, values, "train config")
+        """Build from parsed YAML/JSON; unknown keys and wrong types raise, naming the key.
+        ``model.model`` has no default: training a random tiny model by omission would be a
+        silent default."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a training config must be a mapping, got {values!r}")
+        model = values.get("model")
+        if not isinstance(model, dict) or not model.get("model"):
+            raise ConfigError("model.model is required: a hub id (Qwen/Qwen3-VL-8B-Instruct), a "
+                              "checkpoint folder, or tiny (the offline random tiny Qwen3-VL)")
+        return _build(cls, values, "")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain YAML/JSON values (the resolved config a run folder keeps)."""
+        return _plain(asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    """``asdict`` output as YAML-safe values: enums by value, tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _build(kind: type, values: dict[str, Any], where: str) -> Any:
-    """``kind(**values)`` with unknown keys reported by name."""
+    """``kind(**values)``, each value checked against its field's type (:func:`_typed`) and
+    unknown keys reported by name; a nested section given as a mapping is built the same way
+    over that field's own default (so a partial ``optim`` keeps the stage's defaults)."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping, got {values!r}")
-    valid = {f.name for f in fields(kind)}
-    unknown = sorted(set(values) - valid)
+        raise ConfigError(f"{where or 'the config'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(kind)
+    known = {f.name: f for f in fields(kind)}
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown {where} fields {unknown}; valid: {', '.join(sorted(valid))}")
-    numbers = {f.name: f.type for f in fields(kind) if f.type in ("float", "int")}
-    values = {k: _number(v, numbers[k], f"{where}.{k}") if k in numbers else v
-              for k, v in values.items()}
-    return kind(**values)
+        raise ConfigError(f"unknown {where or 'top-level'} fields {unknown}; valid: "
+                          f"{', '.join(sorted(known))}")
+    built = {}
+    for key, value in values.items():
+        name = f"{where}.{key}" if where else key
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict | None):
+            given = dict(value or {})
+            if hint is OptimConfig and "warmup_steps" in given and "warmup_ratio" not in given:
+                given["warmup_ratio"] = 0.0  # a config that counts steps replaces the ratio
+            default = known[key].default_factory()
+            built[key] = _build(hint, {**_shallow(default), **given}, name)
+        else:
+            built[key] = _typed(value, hint, name)
+    return kind(**built)
 
 
-def _number(value: Any, kind: str, where: str) -> Any:
-    """YAML 1.1 reads ``2e-5`` as a string: numbers are converted, anything else raises."""
-    if isinstance(value, str):
+def _shallow(instance: Any) -> dict[str, Any]:
+    """A dataclass's fields as given (nested sections stay instances, merged by _build)."""
+    return {f.name: getattr(instance, f.name) for f in fields(instance)}
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the field type ``hint`` — bool, int, float, str, X | None, tuples, dict,
+    enums, nested dataclasses — or a ConfigError naming the key and the expected type. YAML
+    1.1 reads ``2e-5`` as a string: such numbers are converted; ``flase`` is not a bool."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _typed(value, inner, where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint in (int, float):
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if isinstance(number, bool) or not isinstance(number, int | float) or (
+                hint is int and not float(number).is_integer()):
+            kind = "an integer" if hint is int else "a number"
+            raise ConfigError(f"{where} must be {kind}, got {value!r}")
+        return hint(number)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        items = args[:1] * len(value) if args[-1] is Ellipsis else args
+        if len(items) != len(value):
+            raise ConfigError(f"{where} must be a list of {len(items)}, got {value!r}")
+        return tuple(_typed(v, h, f"{where}[{i}]") for i, (v, h) in
+                     enumerate(zip(value, items, strict=True)))
+    if hint is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{where} must be a mapping, got {value!r}")
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
         try:
-            return float(value) if kind == "float" else int(value)
+            return hint(value)
         except ValueError:
-            raise ConfigError(f"{where} must be a number, got {value!r}") from None
-    return value
+            valid = ", ".join(str(m.value) for m in hint)
+            raise ConfigError(f"{where} must be one of {valid}, got {value!r}") from None
+    if dataclasses.is_dataclass(hint) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{where} has an unsupported value {value!r}")
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
-    """Read a YAML or JSON training config; relative record paths resolve against its folder."""
+# file keys of a config: relative paths resolve against the config file's folder
+PATH_KEYS = ("output_dir", "sft.records", "sft.deepspeed", "grpo.records",
+             "cooloff.sft.deepspeed", "eval.records")
+
+
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML or JSON training config; relative paths in it resolve against its folder.
+    ``overrides`` are ``dotted.key=value`` pairs (the value read as YAML) applied over it;
+    their relative paths resolve against the working directory. Every path comes out
+    absolute."""
     import yaml
 
     path = Path(path)
@@ -268,14 +405,45 @@ def load_train_config(path: str | Path) -> TrainConfig:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read training config {path}: {error}") from error
-    config = TrainConfig.from_mapping(values)
-    base = path.parent
-    for section in (config.sft, config.grpo, config.cooloff.sft):
-        if section.records and not Path(section.records).is_absolute():
-            section.records = str(base / section.records)
-        speed = getattr(section, "deepspeed", None)
-        if speed and not Path(speed).is_absolute():
-            section.deepspeed = str(base / speed)
-    if not Path(config.output_dir).is_absolute():
-        config.output_dir = str(base / config.output_dir)
-    return config
+    if not isinstance(values, dict):
+        raise ConfigError(f"training config {path} must be a mapping, got {values!r}")
+    _absolute(values, path.parent)
+    for pair in overrides:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. sft.records=train.jsonl), "
+                              f"got {pair!r}")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {pair!r}: the value is not YAML: {error}") from error
+        _put(values, key.strip(), value)
+        _absolute(values, Path.cwd(), keys=(key.strip(),))
+    return TrainConfig.from_mapping(values)
+
+
+def _absolute(values: dict, base: Path, keys: Sequence[str] = PATH_KEYS) -> None:
+    """The file keys among ``keys`` as absolute paths (relative ones against ``base``), so the
+    run folder's resolved config runs again from anywhere."""
+    for key in keys:
+        found = _get(values, key) if key in PATH_KEYS else None
+        if isinstance(found, str) and found:
+            _put(values, key, str((base / found).absolute()))
+
+
+def _get(values: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(values, dict):
+            return None
+        values = values.get(part)
+    return values
+
+
+def _put(values: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        child = values.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a mapping")
+        values = child
+    values[last] = value

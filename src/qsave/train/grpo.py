@@ -412,11 +412,56 @@ def grpo_step(state: GRPOState, records: Sequence[TrainingRecord], videos: Video
 
 
 def reward_stats(rollouts: Sequence[Rollout]) -> dict[str, float]:
-    """Mean and std of R, and the rates of R_acc = 1 and R_fmt = 1, over rollouts."""
+    """Mean and std of R, the rates of R_acc = 1 and R_fmt = 1, and the share of rollouts cut
+    by ``max_new_tokens`` (no end of turn), over rollouts."""
     rewards = torch.tensor([r.reward for r in rollouts])
     return {"reward": rewards.mean().item(), "reward_std": rewards.std(unbiased=False).item(),
             "accuracy_rate": sum(r.accuracy for r in rollouts) / len(rollouts),
-            "format_rate": sum(r.format for r in rollouts) / len(rollouts)}
+            "format_rate": sum(r.format for r in rollouts) / len(rollouts),
+            "truncated_rate": sum(truncated(r) for r in rollouts) / len(rollouts)}
+
+
+def truncated(rollout: Rollout) -> bool:
+    """Whether generation stopped at ``max_new_tokens`` rather than at the end of turn."""
+    return END_OF_TURN not in rollout.completion
+
+
+def step_line(step: int, steps: int, stats: dict[str, float], kl: bool) -> str:
+    """One GRPO step as a log line: reward mean ± std, accuracy and format rates, the share of
+    truncated rollouts, clip fraction, mean ratio (and KL when it is on)."""
+    line = (f"grpo step {step}/{steps} reward {stats['reward']:.3f} ± {stats['reward_std']:.3f} "
+            f"accuracy {stats['accuracy_rate']:.2f} format {stats['format_rate']:.2f} "
+            f"truncated {stats['truncated_rate']:.2f} clip {stats['clip_fraction']:.3f} "
+            f"ratio {stats['ratio']:.3f}")
+    return line + (f" kl {stats['kl']:.4f}" if kl else "")
+
+
+def rollout_diagnosis(rollouts: Sequence[Rollout], config: GRPOConfig) -> str:
+    """Why rollouts earn no reward, when a cause shows (for warnings), else ""."""
+    if not rollouts:
+        return ""
+    cut = sum(truncated(r) for r in rollouts)
+    well_formed = sum(r.format for r in rollouts)
+    correct = sum(r.accuracy for r in rollouts)
+    parts = [f"{int(correct)} of {len(rollouts)} correct, {int(well_formed)} well-formed"]
+    if cut and (not well_formed or not correct):
+        parts.append(f"{cut} cut at grpo.max_new_tokens ({config.max_new_tokens}) before the "
+                     "answer ended: raise grpo.max_new_tokens if the records' answers are "
+                     "longer, else train stage 1 longer (the policy does not close its "
+                     "analysis yet)")
+    elif not well_formed:
+        parts.append(f"none is in the {config.reward_parsing} format: check the records' "
+                     "answer format and grpo.reward_parsing")
+    return "; ".join(parts)
+
+
+def answer_lengths(processor: Any, records: Sequence[TrainingRecord]) -> list[int]:
+    """Token counts of the records' answers with the end of turn (what a rollout imitates)."""
+    from qsave.train.common import answer_text
+
+    tokenizer = processor.tokenizer
+    return [len(tokenizer.encode(answer_text(r, tokenizer), add_special_tokens=False))
+            for r in records]
 
 
 def _combine(parts: Sequence[dict[str, float]], acc: Any) -> dict[str, float]:
@@ -476,6 +521,11 @@ def train_grpo(
         raise ConfigError(f"no RL records for GRPO in {config.records!r}")
     torch.manual_seed(model_config.seed)
     state = setup_grpo(config, model_config, init)
+    longest = max(answer_lengths(state.processor, records))
+    if log and longest > config.max_new_tokens:
+        log(f"warning: grpo.max_new_tokens ({config.max_new_tokens}) is shorter than the "
+            f"longest answer of the RL records ({longest} tokens): rollouts that imitate them "
+            "are cut before the rating and earn no reward; raise grpo.max_new_tokens")
     video = VideoConfig.from_dict(config.video)
     videos = VideoCache(video)
     start = _resume(state, output_dir)
@@ -496,10 +546,16 @@ def train_grpo(
         if acc.is_main_process:
             _log_rollouts(output_dir / "rollouts.jsonl", scored, start)
         if log and acc.is_main_process and (step + 1) % config.logging_steps == 0:
-            log(f"grpo step {step + 1}/{config.max_steps} "
-                + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
+            log(step_line(step + 1, config.max_steps, stats, config.kl_beta > 0))
         if (step + 1) % config.save_steps == 0 or step + 1 == config.max_steps:
             _save(state, output_dir, step + 1)
+    if log and acc.is_main_process:
+        done = load_rollouts(output_dir / "rollouts.jsonl")
+        missing = [key for key in ("accuracy", "format") if not any(getattr(r, key) for r in done)]
+        if missing:
+            log(f"warning: no rollout earned {' or '.join(missing)} reward "
+                f"({rollout_diagnosis(done, config)}); stage 3 needs correct, well-formed "
+                "rollouts")
     scorer = ScorerSpec(answer_format=answer_format, video=video,
                         max_new_tokens=config.max_new_tokens)
     final = output_dir / "final"
