@@ -15,9 +15,9 @@ import pytest
 ROOT = Path(__file__).parents[1]
 PAGE = ROOT / "docs" / "train-your-own.md"
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+LONG_RUN = pytest.mark.skipif(
     os.environ.get("QSAVE_RUN_E2E") != "1",
-    reason="the doc-driven end-to-end run takes ~10 minutes: set QSAVE_RUN_E2E=1")]
+    reason="the doc-driven end-to-end run takes ~10 minutes: set QSAVE_RUN_E2E=1")
 
 
 def page_commands() -> list[str]:
@@ -33,6 +33,8 @@ def test_the_page_has_every_step():
         assert command in script, command
 
 
+@pytest.mark.slow
+@LONG_RUN
 @pytest.mark.timeout(3600)
 def test_the_page_runs_and_its_evaluator_learns(tmp_path):
     (tmp_path / "configs").symlink_to(ROOT / "configs", target_is_directory=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -35,7 +34,6 @@ from rich.table import Table
 from qsave.data.synthetic import ClipRecord, SynthConfig, encode_mp4, plan_corpus, synthesize
 from qsave.dimensions import DIMENSIONS
 from qsave.errors import QsaveError
-from qsave.eval.metrics import plcc, srcc
 from qsave.evaluator import Evaluator, ScoreItem
 from qsave.scores import ModelInfo, VideoResult
 from qsave.spec import (
@@ -137,21 +135,11 @@ def score_held_out(model: str, folder: str | Path) -> HeldOut:
 
 def held_out_figures(clips: list[ClipRecord], results: list[VideoResult]
                      ) -> dict[str, dict[str, Any]]:
-    """SRCC and PLCC of predicted vs true MOS per dimension over the scored clips (n)."""
-    scored = [(c, r) for c, r in zip(clips, results, strict=True) if r.ok]
-    figures = {}
-    for d in DIMENSIONS:
-        pred = [r.scores[d].mos for _, r in scored]
-        truth = [c.mos[d.value] for c, _ in scored]
-        figures[d.value] = {"srcc": _corr(srcc, pred, truth), "plcc": _corr(plcc, pred, truth),
-                            "n": len(scored)}
-    return figures
+    """SRCC and PLCC of predicted vs true MOS per dimension over the scored clips (n), as
+    ``qsave train`` reports a stage's held-out figures."""
+    from qsave.train.stage_eval import correlations
 
-
-def _corr(metric: Any, pred: list[float], truth: list[float]) -> float:
-    """A correlation rounded to 4 decimals; 0.0 when undefined (constant predictions)."""
-    value = metric(pred, truth) if len(pred) > 1 and len(set(pred)) > 1 else 0.0
-    return 0.0 if math.isnan(value) else round(float(value), 4)
+    return correlations(results, {c.id: c.mos for c in clips})
 
 
 # ---- the shipped model -------------------------------------------------------------------

@@ -320,11 +320,9 @@ def _build(kind: type, values: dict[str, Any], where: str) -> Any:
         name = f"{where}.{key}" if where else key
         hint = hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict | None):
-            given = dict(value or {})
-            if hint is OptimConfig and "warmup_steps" in given and "warmup_ratio" not in given:
-                given["warmup_ratio"] = 0.0  # a config that counts steps replaces the ratio
-            default = known[key].default_factory()
-            built[key] = _build(hint, {**_shallow(default), **given}, name)
+            given, default = dict(value or {}), known[key].default_factory()
+            built[key] = (_optim(given, default, name) if hint is OptimConfig
+                          else _build(hint, {**_shallow(default), **given}, name))
         else:
             built[key] = _typed(value, hint, name)
     return kind(**built)

@@ -51,6 +51,7 @@ from qsave.train.common import (
     END_OF_TURN,
     LORA_WITH_ZERO3,
     VideoCache,
+    answer_text,
     load_for_training,
     prompt_messages,
     save_model,
@@ -457,8 +458,6 @@ def rollout_diagnosis(rollouts: Sequence[Rollout], config: GRPOConfig) -> str:
 
 def answer_lengths(processor: Any, records: Sequence[TrainingRecord]) -> list[int]:
     """Token counts of the records' answers with the end of turn (what a rollout imitates)."""
-    from qsave.train.common import answer_text
-
     tokenizer = processor.tokenizer
     return [len(tokenizer.encode(answer_text(r, tokenizer), add_special_tokens=False))
             for r in records]

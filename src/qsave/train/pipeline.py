@@ -20,6 +20,7 @@ fingerprint matches, else starts again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -78,11 +79,29 @@ def _flat(values: Any, prefix: str) -> dict[str, Any]:
 
 
 def _file_hash(path: str) -> str:
+    """The content hash of a file, read once per version of it (path, size, mtime): a call
+    plans, fingerprints and records each stage, and the previous stages' fingerprints too."""
+    stat = Path(path).stat()
+    return _hash_version(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_version(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def stage_inputs(config: TrainConfig, stage: str) -> list[tuple[str, str]]:
+    """The record files a stage reads, by key: its own, and for stage 3 the RL records (the
+    rollouts' source) and, with the resampling or probe aids, the SFT records."""
+    own = {"sft": "sft.records", "grpo": "grpo.records", "cooloff": "grpo.records"}[stage]
+    keys = [own]
+    if stage == "cooloff" and (config.aids.cooloff_resample or config.aids.probe_weight):
+        keys.append("sft.records")  # resampled, or the probe's targets
+    return [(key, getattr(config, key.split(".")[0]).records) for key in keys]
 
 
 def stage_settings(config: TrainConfig, stage: str) -> dict[str, Any]:
@@ -91,12 +110,7 @@ def stage_settings(config: TrainConfig, stage: str) -> dict[str, Any]:
     settings = {**_flat(plain["model"], "model"), "answer_format": plain["answer_format"],
                 **{f"aids.{key}": plain["aids"][key] for key in STAGE_AIDS[stage]}}
     settings.update(_flat(plain[stage], stage))
-    inputs = {"sft": [("sft.records", config.sft.records)],
-              "grpo": [("grpo.records", config.grpo.records)],
-              "cooloff": [("grpo.records", config.grpo.records)]}[stage]
-    if stage == "cooloff" and (config.aids.cooloff_resample or config.aids.probe_weight):
-        inputs.append(("sft.records", config.sft.records))  # resampled, or probe targets
-    for key, path in inputs:
+    for key, path in stage_inputs(config, stage):
         settings[f"{key} (content)"] = _file_hash(path) if path and Path(path).is_file() else None
     index = STAGES.index(stage)
     if index:
@@ -180,12 +194,7 @@ def check_inputs(config: TrainConfig, stages: Sequence[str]) -> list[str]:
     from qsave.data.records import load_records
 
     problems, warnings = [], []
-    needs = {"sft": [("sft.records", config.sft.records)],
-             "grpo": [("grpo.records", config.grpo.records)],
-             "cooloff": [("grpo.records", config.grpo.records)]}
-    if (config.aids.cooloff_resample or config.aids.probe_weight) and "cooloff" in stages:
-        needs["cooloff"].append(("sft.records", config.sft.records))
-    wanted = {key: path for stage in stages for key, path in needs[stage]}
+    wanted = {key: path for stage in stages for key, path in stage_inputs(config, stage)}
     if config.eval.records:
         wanted["eval.records"] = config.eval.records
     counts = {}
@@ -330,18 +339,22 @@ def _train(config: TrainConfig, stage: str, folder: Path, init: str | None, log:
         return train_grpo(config.grpo, config.model, folder, config.answer_format, init, log=log)
     from qsave.data.records import load_records
 
-    records = cooloff_data(config, folder, init, log)
-    probed = load_records(config.sft.records).records if config.aids.probe_weight else None
+    aids = config.aids
+    sft = load_records(config.sft.records).records if (
+        aids.cooloff_resample or aids.probe_weight) else []
+    records = cooloff_data(config, folder, init, sft, log)
     return train_sft(config.cooloff.sft, config.model, folder, AnswerFormat.RATING_FIRST, init,
                      records=records, aids=config.aids,
-                     probe_from=stage_dir(config.output_dir, "sft"), probe_records=probed,
+                     probe_from=stage_dir(config.output_dir, "sft"),
+                     probe_records=sft if aids.probe_weight else None,
                      log=log, name="cooloff")
 
 
-def cooloff_data(config: TrainConfig, folder: Path, init: str | None, log: Any) -> list:
+def cooloff_data(config: TrainConfig, folder: Path, init: str | None, sft: list, log: Any
+                 ) -> list:
     """Stage 3's records: the correct GRPO rollouts reformatted rating-first (Sec. 4.3); with
     ``aids.cooloff_resample`` (tiny models) also the correct ones of rollouts the GRPO policy
-    samples on RL and SFT records. Raises, naming the cause, when none is correct."""
+    samples on RL and ``sft`` records. Raises, naming the cause, when none is correct."""
     from qsave.data.records import load_records, write_records
     from qsave.train.cooloff import cooloff_records
     from qsave.train.grpo import load_rollouts, rollout_diagnosis
@@ -349,10 +362,10 @@ def cooloff_data(config: TrainConfig, folder: Path, init: str | None, log: Any) 
     rollouts = load_rollouts(stage_dir(config.output_dir, "grpo") / "rollouts.jsonl")
     source = load_records(config.grpo.records).records
     if config.aids.cooloff_resample:
-        extra = _resample(config, init, source, folder)
+        extra = _resample(config, init, source, sft, folder)
         log(f"cooloff: {len(extra)} more rollouts sampled by the GRPO policy (aid for tiny "
             "models: aids.cooloff_resample)")
-        rollouts, source = rollouts + extra, source + load_records(config.sft.records).records
+        rollouts, source = rollouts + extra, source + sft
     records = cooloff_records(rollouts, source, config.cooloff)
     if not records:
         raise ConfigError(f"no correct GRPO rollouts to cool off on ({len(rollouts)} rollouts: "
@@ -363,21 +376,20 @@ def cooloff_data(config: TrainConfig, folder: Path, init: str | None, log: Any) 
     return records
 
 
-def _resample(config: TrainConfig, init: str | None, rl: list, folder: Path) -> list:
+def _resample(config: TrainConfig, init: str | None, rl: list, sft: list, folder: Path
+              ) -> list:
     """The aid's rollouts: ``cooloff_resample`` per record over the RL records and shuffled
     SFT records, ``cooloff_resample_records`` at most (written to ``resampled.jsonl``)."""
     from dataclasses import replace
 
     import torch
 
-    from qsave.data.records import load_records
     from qsave.jsonl import write_jsonl
     from qsave.train.common import VideoCache, load_for_training
     from qsave.train.grpo import sample_rollouts
     from qsave.video.inputs import VideoConfig
 
     aids = config.aids
-    sft = load_records(config.sft.records).records
     pool = rl + random.Random(config.model.seed + 3).sample(sft, len(sft))
     model, processor = load_for_training(replace(config.model, lora=False), init)
     torch.manual_seed(config.model.seed)

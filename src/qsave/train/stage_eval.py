@@ -15,16 +15,18 @@ from typing import Any
 
 from scipy import stats
 
-from qsave.data.records import load_records
 from qsave.dimensions import DIMENSIONS
 from qsave.errors import QsaveError, UnclosedAnalysisError
 from qsave.evaluator import Evaluator, ScoreItem
+from qsave.scores import VideoResult
 from qsave.train.config import StageEvalConfig
 
 
 def evaluate_checkpoint(checkpoint: str | Path, config: StageEvalConfig) -> dict[str, Any]:
     """Score ``config.records``' videos with ``checkpoint``; SRCC/PLCC of predicted vs record
     MOS per dimension, with the clips left out and why."""
+    from qsave.data.records import load_records  # pandas: the demo imports this module without
+
     records = load_records(config.records).records
     truth: dict[str, dict[str, float]] = {}
     prompts: dict[str, str | None] = {}
@@ -41,13 +43,7 @@ def evaluate_checkpoint(checkpoint: str | Path, config: StageEvalConfig) -> dict
     if len(failed) > len(unclosed):
         other = [f"{r.id}: {r.error}" for r in failed if r not in unclosed]
         raise QsaveError(f"the held-out clips could not be scored: {other[:3]}")
-    figures = {}
-    for d in DIMENSIONS:
-        pairs = [(r.scores[d].mos, truth[r.id][d.value]) for r in results
-                 if r.ok and d.value in truth[r.id]]
-        pred, true = [p for p, _ in pairs], [t for _, t in pairs]
-        figures[d.value] = {"srcc": _corr(stats.spearmanr, pred, true),
-                            "plcc": _corr(stats.pearsonr, pred, true), "n": len(pairs)}
+    figures = correlations(results, truth)
     spec = evaluator.spec
     return {"checkpoint": str(checkpoint), "answer_format": spec.answer_format.value,
             "max_new_tokens": spec.max_new_tokens, "dimensions": figures,
@@ -55,6 +51,20 @@ def evaluate_checkpoint(checkpoint: str | Path, config: StageEvalConfig) -> dict
             "unscored_why": f"the <think> analysis did not close within max_new_tokens "
                             f"({spec.max_new_tokens}; raise eval.max_new_tokens)"
                             if unclosed else ""}
+
+
+def correlations(results: list[VideoResult], truth: dict[str, dict[str, float]]
+                 ) -> dict[str, dict[str, Any]]:
+    """SRCC and PLCC of predicted vs true MOS per dimension over the scored results (n), the
+    truth by result id and dimension (the held-out figures of a stage and of ``qsave demo``)."""
+    figures = {}
+    for d in DIMENSIONS:
+        pairs = [(r.scores[d].mos, truth[r.id][d.value]) for r in results
+                 if r.ok and d.value in truth[r.id]]
+        pred, true = [p for p, _ in pairs], [t for _, t in pairs]
+        figures[d.value] = {"srcc": _corr(stats.spearmanr, pred, true),
+                            "plcc": _corr(stats.pearsonr, pred, true), "n": len(pairs)}
+    return figures
 
 
 def _corr(metric: Any, pred: list[float], truth: list[float]) -> float:
