@@ -30,6 +30,8 @@ MAY_IMPORT = {  # layer → the layers it may import at module level (docs/archi
 LAZY_ALSO = {"pipeline": {"model"}}  # load_backend imports the backend a spec names
 TORCH_FREE = ["qsave.scores", "qsave.jsonl", "qsave.spec", "qsave.evaluator", "qsave.sources",
               "qsave.results", "qsave.eval.report", "qsave.eval.benchmarks",
+              "qsave.eval.kinds", "qsave.eval.prompt_shuffle", "qsave.model.tiny_size",
+              "qsave.demo_recipe", "qsave.cli",
               "qsave.data.records", "qsave.data.annotations", "qsave.data.splits",
               "qsave.data.synthetic", "qsave.data.report", "qsave.video.inputs"]
 

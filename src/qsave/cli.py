@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from qsave.errors import ConfigError, UsageError
+from qsave.eval.prompt_shuffle import PromptShuffleConfig
 from qsave.spec import ScorerSpec
 from qsave.video.slowfast import MODES
 
@@ -940,6 +941,112 @@ def _score_on_ray(items, out, spec, dims, explain, batch_size, ray_flags):
     return score_with_ray(items, out, spec, dimensions=dims, explain=explain, config=config)
 
 
+# --- prompt-shuffle ------------------------------------------------------------------------
+# The prompt-sensitivity self-test (qsave.eval.prompt_shuffle): the inputs and model flags of
+# `qsave score`; its thresholds mirror PromptShuffleConfig, whose defaults --help shows.
+_SHUFFLE = PromptShuffleConfig()
+
+
+@app.command("prompt-shuffle")
+def prompt_shuffle_command(
+    source: Annotated[Path, typer.Argument(
+        help="A video, a directory of videos, or a manifest; each video needs its prompt.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help=(
+        "Per-video rows (id, prompt, shuffled prompt, own and shuffled r̂ per dimension): "
+        "JSON lines, or a JSON array for a .json path; replaced."))],
+    prompt: Annotated[str | None, typer.Option(help="Generation prompt for every video "
+                                               "without one.")] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="Prompts per video: JSONL (id|path, prompt) or JSON map.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(
+        help="Manifests: only the lines of this split (their 'split' field, e.g. test).")]
+    = None,
+    seed: Annotated[int | None, typer.Option(
+        help=f"Seed of the derangement of the distinct prompts (default {_SHUFFLE.seed}).")]
+    = None,
+    min_drop_fraction: Annotated[float | None, typer.Option(
+        help=f"Alignment r̂ must drop on more than this share of the videos (default "
+             f"{_SHUFFLE.min_drop_fraction}).")] = None,
+    min_mean_drop: Annotated[float | None, typer.Option(
+        help=f"Alignment r̂'s mean drop must exceed this (default {_SHUFFLE.min_mean_drop}).")]
+    = None,
+    max_quality_change: Annotated[float | None, typer.Option(
+        help=f"Visual and dynamic mean |Δr̂| must each stay under this (default "
+             f"{_SHUFFLE.max_quality_change}).")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the summary as JSON.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Videos per forward pass.")] = 8,
+    model: _Model = None,
+    backend: _Backend = None,
+    revision: _Revision = None,
+    adapter: _Adapter = None,
+    device: _Device = None,
+    dtype: _Dtype = None,
+    answer_format: _AnswerFormat = None,
+    video_mode: _VideoMode = None,
+    video_config: _VideoConfig = None,
+    max_new_tokens: _MaxNewTokens = None,
+    think_first_reading: _ThinkFirstReading = None,
+    limits: _Limits = None,
+) -> None:
+    """Prompt-sensitivity self-test: score each video with its own prompt and with another
+    video's; alignment must drop, visual and dynamic quality must not move (exit 1 if not)."""
+    import json
+
+    from rich.progress import Progress
+
+    from qsave.eval.prompt_shuffle import (
+        derange_prompts,
+        run_prompt_shuffle,
+        score_tables,
+        summarize,
+        summary_table,
+        write_rows,
+    )
+    from qsave.evaluator import Evaluator
+    from qsave.hub import check_model
+    from qsave.sources import scan
+    from qsave.spec import TINY, TINY_DEMO
+
+    if batch_size < 1:
+        raise UsageError(f"--batch-size ({batch_size}) must be at least 1")
+    try:
+        config = PromptShuffleConfig(**_given(
+            seed=seed, min_drop_fraction=min_drop_fraction, min_mean_drop=min_mean_drop,
+            max_quality_change=max_quality_change))
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    if out.resolve() in {p.resolve() for p in (source, prompts) if p is not None}:
+        raise UsageError(f"--out {out} is an input of this run; name another file")
+    items = scan(source, prompt, prompts, split).items
+    shuffled = derange_prompts((item.prompt for item in items), config.seed)
+    spec = _scorer_spec(model, backend, revision, adapter, device, dtype, answer_format,
+                        video_mode, video_config, max_new_tokens, limits, think_first_reading)
+    check_model(spec.model, (TINY, TINY_DEMO), spec.revision)
+    evaluator = Evaluator.from_spec(spec)
+    with Progress(console=errors, transient=True) as progress:
+        task = progress.add_task("own and shuffled prompt",
+                                 total=2 * sum(bool(item.prompt) for item in items))
+        rows = run_prompt_shuffle(evaluator, items, shuffled, batch_size=batch_size,
+                                  on_result=lambda _: progress.advance(task))
+    write_rows(rows, out)
+    failed = [row for row in rows if row.error is not None]
+    for row in failed:
+        errors.print(f"failed: {row.path or row.id}: {row.error}", markup=False)
+    summary = summarize(*score_tables(rows), config)
+    _table_console().print(summary_table(summary))
+    console.print(f"wrote {out} ({len(rows)} rows, {len(failed)} failed)", soft_wrap=True,
+                  markup=False)
+    if json_out:
+        report = {"model": evaluator.info.to_dict(), "failed": len(failed), **summary.to_json()}
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_out}", soft_wrap=True, markup=False)
+    if failed or not summary.passed:
+        raise SystemExit(1)
+
+
 # --- video ---------------------------------------------------------------------------------
 _VIDEO_JSON = Annotated[bool, typer.Option(
     "--json", help="One JSON line per file (video, info, plan[, frames][, sheet]) instead of "
@@ -1151,9 +1258,11 @@ def demo(
     import json
 
     from qsave.demo import run_demo
+    from qsave.demo_recipe import DemoConfig
 
     shown = Console(stderr=True) if json_ else console
-    held = run_demo(out, shown, train=train, step_scale=step_scale, ablation=ablation)
+    config = DemoConfig(step_scale=step_scale, ablation=ablation)
+    held = run_demo(out, shown, train=config if train else None)
     if json_:
         print(json.dumps(held.to_json()))
 

@@ -32,8 +32,9 @@ from rich.console import Console
 from rich.table import Table
 
 from qsave.data.synthetic import ClipRecord, SynthConfig, encode_mp4, plan_corpus, synthesize
-from qsave.dimensions import DIMENSIONS
+from qsave.dimensions import DIMENSIONS, Dimension
 from qsave.errors import QsaveError
+from qsave.eval.kinds import CLEAN, KindConfig, manifest_kind_figures
 from qsave.evaluator import Evaluator, ScoreItem
 from qsave.scores import ModelInfo, VideoResult
 from qsave.spec import (
@@ -44,7 +45,8 @@ from qsave.spec import (
     tiny_demo_dir,
 )
 
-MAX_SHIPPED_BYTES = 10 * 1024 * 1024  # the shipped folder, weights and all, stays under this
+MAX_SHIPPED_BYTES = 10 * 1024 * 1024  # the shipped model folder, weights and all, stays under
+MAX_HELD_OUT_BYTES = 6 * 1024 * 1024  # its encoded held-out clips stay under this
 LEARNT_SRCC = 0.5  # a dimension counts as learnt on the held-out clips from this SRCC on
 
 
@@ -56,11 +58,12 @@ class HeldOut:
     clips: list[ClipRecord]
     results: list[VideoResult]
     figures: dict[str, dict[str, Any]]  # dimension → {"srcc", "plcc", "n"}
+    kinds: dict[str, dict[str, Any]]  # alignment defect kind → {"srcc", "plcc", "n"}
 
     def to_json(self) -> dict[str, Any]:
         """What ``qsave demo --json`` prints."""
         return {"model": self.info.id, "revision": self.info.revision, "n": len(self.clips),
-                "dimensions": self.figures}
+                "dimensions": self.figures, "alignment_kinds": self.kinds}
 
 
 def held_out_synth() -> SynthConfig:
@@ -130,7 +133,8 @@ def score_held_out(model: str, folder: str | Path) -> HeldOut:
     evaluator = Evaluator.from_pretrained(model, device="cpu", dtype="float32")
     items = [ScoreItem(folder / c.path, c.prompt, c.id) for c in clips]
     results = list(evaluator.score_many(items))
-    return HeldOut(evaluator.info, clips, results, held_out_figures(clips, results))
+    return HeldOut(evaluator.info, clips, results, held_out_figures(clips, results),
+                   alignment_kind_figures(clips, results))
 
 
 def held_out_figures(clips: list[ClipRecord], results: list[VideoResult]
@@ -140,6 +144,18 @@ def held_out_figures(clips: list[ClipRecord], results: list[VideoResult]
     from qsave.train.stage_eval import correlations
 
     return correlations(results, {c.id: c.mos for c in clips})
+
+
+def alignment_kind_figures(clips: list[ClipRecord], results: list[VideoResult]
+                           ) -> dict[str, dict[str, Any]]:
+    """SRCC and PLCC of predicted vs true alignment MOS per alignment defect kind (wrong
+    colour, shape, count, direction, missing object; :mod:`qsave.eval.kinds`); a kind with too
+    few clips has None and its note."""
+    predicted = {r.id: r.scores[Dimension.ALIGNMENT].mos for r in results if r.ok}
+    figures = manifest_kind_figures(predicted, [asdict(c) for c in clips],
+                                    Dimension.ALIGNMENT.value, KindConfig(n_resamples=0))
+    return {f.kind: {"srcc": f.srcc, "plcc": f.plcc, "n": f.n, "note": f.note}
+            for f in figures if f.kind != CLEAN}
 
 
 # ---- the shipped model -------------------------------------------------------------------
@@ -188,6 +204,7 @@ def export_model(checkpoint: str | Path, dest: str | Path, recipe: dict[str, Any
             "n": len(held.clips),
             "clips": [c.id for c in held.clips],
             "dimensions": held.figures,
+            "alignment_kinds": held.kinds,
         },
     }
     if report is not None:
@@ -237,20 +254,20 @@ def _versions() -> dict[str, str]:
 
 
 # ---- qsave demo --------------------------------------------------------------------------
-def run_demo(workdir: str | Path, console: Console, train: bool = False,
-             step_scale: float = 1.0, ablation: bool = False) -> HeldOut:
-    """``qsave demo``: score the held-out clips with the shipped model (or, with ``train``,
-    retrain it first and compare), print the table, the figures and what the model can do.
+def run_demo(workdir: str | Path, console: Console, train: Any = None) -> HeldOut:
+    """``qsave demo``: score the held-out clips with the shipped model (or, with ``train``, a
+    :class:`qsave.demo_recipe.DemoConfig`, retrain it first and compare), print the table, the
+    figures and what the model can do.
     ``console`` gets every line (``qsave demo --json`` passes a stderr console)."""
     workdir = Path(workdir)
     # the corpus design comes from the shipped provenance (what the shipped model's figures
     # were measured on), or from the recipe when retraining
     synth = _shipped_synth()
     shipped = _shipped_figures()
-    if train:
-        from qsave.demo_recipe import DemoConfig, train_demo
+    if train is not None:
+        from qsave.demo_recipe import train_demo
 
-        config = DemoConfig(step_scale=step_scale, ablation=ablation)
+        config = train
         synth = config.synth()
         report = train_demo(workdir / "train", console, config=config)
         folder = held_out_folder(workdir, console)
@@ -266,7 +283,8 @@ def run_demo(workdir: str | Path, console: Console, train: bool = False,
     console.print(f"scored the {len(held.clips)} held-out clips of the demo corpus (seed "
                   f"{synth.seed}; test split, prompts unseen in training) in {folder}")
     console.print(clip_table(held))
-    console.print(figures_table(held, shipped if train else None))
+    console.print(figures_table(held, shipped if train is not None else None))
+    console.print(kinds_table(held))
     for result in held.results:
         if not result.ok:
             console.print(f"[red]{result.id}: {result.error}")
@@ -308,6 +326,21 @@ def figures_table(held: HeldOut, shipped: dict[str, Any] | None = None) -> Table
             row += ([f"{ref['srcc']:.3f} / {ref['plcc']:.3f}",
                      f"{values['srcc'] - ref['srcc']:+.3f}"] if ref else ["missing", ""])
         table.add_row(*row)
+    return table
+
+
+def kinds_table(held: HeldOut) -> Table:
+    """SRCC/PLCC of alignment per defect kind on the held-out clips."""
+    table = Table(title=f"{held.info.id}: held-out alignment SRCC / PLCC per defect kind")
+    for column, justify in (("kind", "left"), ("SRCC", "right"), ("PLCC", "right"),
+                            ("n", "right")):
+        table.add_column(column, justify=justify)
+    for kind, values in held.kinds.items():
+        if values["srcc"] is None:
+            table.add_row(kind, "—", "—", f"{values['n']} ({values['note']})")
+        else:
+            table.add_row(kind, f"{values['srcc']:.3f}", f"{values['plcc']:.3f}",
+                          str(values["n"]))
     return table
 
 

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qsave.data.synthetic import SynthConfig, load_synth_config
 from qsave.dimensions import DIMENSIONS
 
 RECIPES = Path(__file__).parent / "assets" / "recipes"
@@ -44,8 +43,11 @@ class DemoConfig:
     ablation_mode: str = "uniform-matched"  # the frames of that row: all 16 at one size
     threads: int = 2  # torch CPU threads
 
-    def synth(self) -> SynthConfig:
-        """The corpus design (``synth-tiny-cpu.yaml``); its test split is the held-out set."""
+    def synth(self) -> Any:
+        """The corpus design (a ``SynthConfig`` of ``synth-tiny-cpu.yaml``); its test split is
+        the held-out set."""
+        from qsave.data.synthetic import SynthConfig, load_synth_config
+
         return SynthConfig.from_mapping(load_synth_config(SYNTH_RECIPE))
 
     def train(self, workdir: str | Path, frames: str | None = None) -> Any:
@@ -119,7 +121,7 @@ class DemoReport:
         return asdict(self)
 
 
-def write_records(workdir: Path, synth: SynthConfig) -> dict[str, int]:
+def write_records(workdir: Path, synth: Any) -> dict[str, int]:
     """The corpus (written once per design, as ``qsave data synth`` writes it) and the
     records of its splits in ``workdir/records/{train,rl,test}.jsonl`` (the manifest's MOS,
     as ``qsave data records --videos manifest.jsonl``); returns the records per split."""

@@ -11,7 +11,7 @@ import yaml
 from qsave.data.records import load_records
 from qsave.data.synthetic import SynthConfig
 from qsave.demo_recipe import SYNTH_RECIPE, TRAIN_RECIPE, DemoConfig, write_records
-from qsave.train.aids import VisionProbe, clip_targets, pooled_features
+from qsave.train.aids import POOLS, VisionProbe, clip_targets, pooled_features
 from qsave.video.inputs import VideoConfig, prepare_video
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -24,6 +24,7 @@ def test_configs_link_to_the_recipes_the_demo_runs():
     synth = DemoConfig().synth()
     assert synth.every_dimension and synth.kinds == ("noise", "flicker", "wrong_color")
     assert synth.raters_test >= 12  # the paper's minimum for test clips (Sec. 3.3)
+
 
 
 def test_the_demo_config_is_the_recipe_with_its_records_and_scaled_steps(tmp_path):
@@ -71,9 +72,19 @@ def test_probe_features_reach_the_vision_tower(tiny, corpus_records):
         videos=[c.videos[0] for c in clips], video_metadata=[c.metadata[0] for c in clips],
         do_sample_frames=False, do_resize=False, return_tensors="pt")
     pooled = pooled_features(model, out["pixel_values_videos"], out["video_grid_thw"], [1, 1])
-    assert pooled.shape == (2, 2 * model.config.vision_config.out_hidden_size)
+    assert pooled.shape == (2, POOLS * model.config.vision_config.out_hidden_size)
     probe = VisionProbe.for_model(model)
     probe(pooled).sum().backward()
     assert model.model.visual.patch_embed.proj.weight.grad.abs().sum() > 0
     targets = clip_targets(corpus_records["train"])
     assert targets and all(set(t) >= {"visual", "dynamic"} for t in targets.values())
+
+
+def test_the_alignment_kinds_corpus_has_every_alignment_kind_of_the_paper():
+    """configs/synth-alignment-kinds.yaml: what `qsave eval` reports alignment per kind on."""
+    from qsave.data.defects import kinds_of
+    from qsave.data.synthetic import load_synth_config, split_sizes
+
+    synth = SynthConfig.from_mapping(load_synth_config(CONFIGS / "synth-alignment-kinds.yaml"))
+    assert set(kinds_of("alignment")) <= set(synth.kinds) and synth.every_dimension
+    assert split_sizes(synth)["test"] >= 100  # ~20 clips per kind for its figures

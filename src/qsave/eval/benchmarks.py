@@ -54,6 +54,7 @@ from typing import Any
 
 from qsave.dimensions import DIMENSIONS, MOS_MAX, MOS_MIN
 from qsave.errors import AnnotationError, ConfigError, DuplicateIdError
+from qsave.eval.kinds import row_kinds
 from qsave.jsonl import read_jsonl
 from qsave.registry import Registry
 from qsave.scores import VideoResult, read_results
@@ -116,6 +117,8 @@ class Truth:
     excluded: list[Video] = field(default_factory=list)  # videos left out on purpose (--split)
     averages: list[Average] = field(default_factory=list)  # dimension averages it reports
     mos_pairs: bool = False  # without pairs, evaluation builds them from MOS (derive_mos_pairs)
+    # dimension → id → defect kinds ("clean": none), from a synth manifest's defects (kinds.py)
+    defect_kinds: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def add_video(self, video: Video) -> None:
         """Register a video; the first occurrence of an id wins (pairs repeat videos)."""
@@ -251,7 +254,7 @@ TRUTH_LAYOUTS = {  # what the qsave adapter reads, told apart by the columns (do
     "videos table": "id or video_id, and each dimension's MOS on 1–5 as a column visual, "
                     "dynamic, alignment, overall, or mos_<dimension> (`qsave data split`), or "
                     "in a mos object (manifest.jsonl of `qsave data synth`); optional prompt, "
-                    "generator, path, split",
+                    "generator, path, split, defects",
 }
 
 
@@ -301,7 +304,10 @@ def load_qsave(path: Path, split: str | None = None) -> Truth:
     :data:`TRUTH_LAYOUTS`, told apart by the columns (never the suffix). Without pairs of its
     own, evaluation builds them from the MOS (:func:`derive_mos_pairs`).
 
-    ``split`` keeps only the rows whose ``split`` column equals it (e.g. ``test``).
+    ``split`` keeps only the rows whose ``split`` column equals it (e.g. ``test``). A videos
+    table's ``defects`` (a synth manifest's labelled defects, or that object as JSON text in
+    the tables of ``qsave data split``) gives each video's defect kinds per dimension,
+    ``Truth.defect_kinds`` (:func:`qsave.eval.kinds.row_kinds`), and the report figures per kind.
     """
     rows = list(read_rows(path))
     columns = truth_columns(rows)
@@ -349,9 +355,13 @@ def _parse_qsave_row(truth: Truth, row: dict[str, Any]) -> None:
                 break
     if not values:
         raise AnnotationError(f"video {video_id!r} has no MOS for {', '.join(DIMENSION_NAMES)}")
+    defects = _optional(row, "defects")  # a synth manifest's labelled defects, if any
+    kinds = row_kinds(row["defects"]) if defects is not None else {}
     _add_qsave_video(truth, video_id, row)
     for name, value in values.items():
         truth.set_mos(name, video_id, value)
+    for name, names in kinds.items():
+        truth.defect_kinds.setdefault(name, {})[video_id] = names
 
 
 def _parse_mos_row(truth: Truth, row: dict[str, Any]) -> None:

@@ -18,7 +18,11 @@ skipping it silently, and computes
 * per benchmark, the dimension averages it reports (VideoPhy2-test's "Avg" PLCC, Table 10);
 * per MOS dimension, a confusion matrix of predicted against true rating: the true rating is
   R(human MOS) (Sec. 3.4.2), the predicted one the row's ``rating`` word when the prediction
-  rows were given (``pred_path``), else R(predicted MOS).
+  rows were given (``pred_path``), else R(predicted MOS);
+* for a truth with labelled defects (the manifest of ``qsave data synth``), per dimension and
+  defect kind: SRCC and PLCC over the clips of that kind, with bootstrap intervals
+  (:mod:`qsave.eval.kinds`), so that one sees which kinds (a wrong colour, a missing object, …)
+  an evaluator gets right.
 
 Every report opens with its provenance: the prediction file and the model ids of its rows, the
 truth file, the benchmark, the qsave version and the date.
@@ -62,6 +66,7 @@ from qsave.eval.benchmarks import (
     id_examples,
     match_predictions,
 )
+from qsave.eval.kinds import KIND_RULE, KindConfig, srcc_by_kind
 from qsave.eval.preference import (
     DEFAULT_EPSILON,
     EPSILON_SCALES,
@@ -135,6 +140,9 @@ class EvalReport:
     many videos. ``mos_pairs``: for a truth whose pairs were built from its MOS, the rule, the
     tie margin (``tie_margin``, its ``tie_margin_source``), pairs and human ties per dimension,
     where the prompts came from, and ``reason`` when no pair could be built.
+    ``defect_kinds``: for a truth with labelled defects, the ``rule`` (:data:`~qsave.eval.kinds.
+    KIND_RULE`), ``min_clips``, and per dimension the :class:`~qsave.eval.kinds.KindFigure` of
+    each kind as a dict (predictions on MOS 1–5); empty, and left out of the JSON, otherwise.
     """
 
     benchmark: str
@@ -155,6 +163,7 @@ class EvalReport:
     averages: list[dict[str, Any]] = field(default_factory=list)
     overall: dict[str, Any] = field(default_factory=dict)
     mos_pairs: dict[str, Any] = field(default_factory=dict)
+    defect_kinds: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_missing(self) -> int:
@@ -667,7 +676,25 @@ def evaluate(
     report.averages = _averages(report, truth)
     report.overall = _overall(report, lookup)
     report.mos_pairs = mos_pairs
+    report.defect_kinds = _defect_kinds(truth, lookup, config)
     return report
+
+
+def _defect_kinds(truth: Truth, lookup: _Lookup, config: EvalConfig) -> dict[str, Any]:
+    """Figures per defect kind of a truth with labelled defects (:func:`~qsave.eval.kinds.
+    srcc_by_kind`, predictions on MOS 1–5, the report's bootstrap settings); ``{}`` without."""
+    if not truth.defect_kinds:
+        return {}
+    predicted: dict[str, dict[str, float]] = {}
+    for dimension, labelled in truth.defect_kinds.items():
+        scores = {v: lookup.score(v, dimension) for v in labelled}
+        predicted[dimension] = {v: score_to_mos(r_hat) for v, (r_hat, reason) in scores.items()
+                                if reason is None}
+    kind_config = KindConfig(n_resamples=config.n_resamples, confidence=config.confidence,
+                             seed=config.seed)
+    figures = srcc_by_kind(predicted, truth.mos, truth.defect_kinds, kind_config)
+    return {"rule": KIND_RULE, "min_clips": kind_config.min_clips,
+            "dimensions": {dim: [asdict(f) for f in rows] for dim, rows in figures.items()}}
 
 
 def _with_mos_pairs(truth: Truth, lookup: _Lookup, config: EvalConfig):
@@ -702,6 +729,8 @@ def report_to_json(report: EvalReport) -> str:
     ``null``."""
     data = {k: v for k, v in asdict(report).items() if k != "points"}
     data = {"provenance": data.pop("provenance"), **data}
+    if not data["defect_kinds"]:  # only a truth with labelled defects has the section
+        del data["defect_kinds"]
     return json.dumps(_plain(data), indent=2, ensure_ascii=False)
 
 
@@ -782,7 +811,7 @@ class _TextTable:
 
     def left(self, k: int) -> bool:
         """Whether column ``k`` holds text (left-aligned) rather than numbers."""
-        return k == 0 or self.headers[k] in ("protocol", "metric", "dimensions")
+        return k == 0 or self.headers[k] in ("protocol", "metric", "dimensions", "kind", "note")
 
 
 def _terminal_tables(report: EvalReport) -> list[_TextTable]:
@@ -825,8 +854,42 @@ def _terminal_tables(report: EvalReport) -> list[_TextTable]:
                                _fmt(m.get("plcc"), m.get("plcc_ci"), "\n")])
             if "note" in m:
                 model.notes.append(f"{dimension}: {m['note']}")
-        tables += [inst, model] + ([scale] if integer else [])
+        tables += [inst, model] + ([scale] if integer else []) + _kind_tables(report)
     return tables + _preference_tables(report) + _averages_tables(report)
+
+
+def _kind_note(figure: dict[str, Any]) -> str:
+    """Why a kind has no correlation, and how many of its clips lack a prediction."""
+    missing = f"{figure['missing']} without a prediction" if figure["missing"] else None
+    return "; ".join(text for text in (figure["note"], missing) if text)
+
+
+def _kind_legend(section: dict[str, Any]) -> str:
+    """What the per-kind figures are, as every report says it."""
+    return (f"Per defect kind: {section['rule']}. shared: clips of the kind whose dimension "
+            "also carries another kind. The MOS columns: means of the human and the predicted "
+            "MOS over the kind's clips (1–5). "
+            f"No correlation below {section['min_clips']} clips or when the MOS or the "
+            "predictions of a kind are all equal.")
+
+
+def _kind_tables(report: EvalReport) -> list[_TextTable]:
+    """SRCC and PLCC per dimension and defect kind (a truth with labelled defects only)."""
+    section = report.defect_kinds
+    if not section:
+        return []
+    ci = f"{report.config.get('confidence', 0.95):.0%} CI" if report.config.get(
+        "n_resamples") else "no CI"
+    table = _TextTable(f"{report.benchmark}: correlation with MOS per defect kind ({ci})",
+                       ["dimension", "kind", "n", "shared", "SRCC", "PLCC", "MOS", "pred MOS",
+                        "note"], [], [_kind_legend(section)])
+    for dimension, figures in section["dimensions"].items():
+        for k, fig in enumerate(figures):
+            table.rows.append([dimension if k == 0 else "", fig["kind"], str(fig["n"]),
+                               str(fig["shared"]), _fmt(fig["srcc"], fig["srcc_ci"], "\n"),
+                               _fmt(fig["plcc"], fig["plcc_ci"], "\n"), _fmt(fig["mos_mean"]),
+                               _fmt(fig["pred_mean"]), _kind_note(fig)])
+    return [table]
 
 
 def _scale_short(report: EvalReport) -> str:
@@ -1028,6 +1091,14 @@ def _summary_rows(report: EvalReport) -> list[dict[str, Any]]:
     ]
 
 
+def _tint(value: float | None) -> str:
+    """Background of a per-kind correlation: green when positive, red when negative."""
+    if value is None or not math.isfinite(value):
+        return ""
+    colour = "44,160,44" if value >= 0 else "214,39,40"
+    return f"background:rgba({colour},{0.08 + 0.5 * abs(value):.2f})"
+
+
 def _shade(count: int, total: int) -> str:
     """Background of a confusion cell: blue, by the share of its row (true rating)."""
     share = count / total if total else 0.0
@@ -1064,6 +1135,7 @@ table.confusion th.corner{background:none;font-weight:400;font-size:.8em;color:#
 text-align:left;line-height:1.2}
 table.ranks{font-size:.88em}table.ranks td{white-space:nowrap}
 table.ranks td.text{white-space:normal;overflow-wrap:anywhere}
+table.kinds td.dim{font-weight:600;background:#f6f6f6}table.kinds td.note{min-width:12em}
 </style></head><body>
 <h1>qsave eval: {{ r.benchmark }}</h1>
 <table class="prov">
@@ -1141,6 +1213,20 @@ distributions, assumed independent; accuracy of the most likely outcome, log-los
 {% for d, x in a["values"].items() %}{{ d }} {{ f(x) }}{{ " + " if not loop.last }}{% endfor %}
 </td><td>{{ f(a.value) }}</td><td class="text">{{ a.source }}</td></tr>{% endfor %}
 </table></div>{% endif %}
+{% if r.defect_kinds %}<h2>per defect kind</h2><div class="scroll">
+<table class="kinds"><tr><th class="text">dimension</th><th class="text">kind</th><th>n</th>
+<th>shared</th><th>SRCC</th><th>PLCC</th><th>mean MOS</th><th>mean predicted MOS</th>
+<th class="text">note</th></tr>
+{% for dim, figures in r.defect_kinds["dimensions"].items() %}{% for k in figures %}<tr>
+{% if loop.first %}<td class="text dim" rowspan="{{ figures | length }}">{{ dim }}</td>
+{% endif %}<td class="text">{{ k.kind }}</td><td>{{ k.n }}</td><td>{{ k.shared }}</td>
+<td style="{{ tint(k.srcc) }}">{{ v(k.srcc, k.srcc_ci) }}</td>
+<td style="{{ tint(k.plcc) }}">{{ v(k.plcc, k.plcc_ci) }}</td>
+<td>{{ f(k.mos_mean) }}</td><td>{{ f(k.pred_mean) }}</td>
+<td class="note">{{ kind_note(k) }}</td></tr>{% endfor %}{% endfor %}
+</table></div>
+<p class="legend">{{ kind_legend(r.defect_kinds) }} Shading: green for agreement with the
+human ranking, red for disagreement, stronger with |value|.</p>{% endif %}
 
 {% for row in summary if row.c %}{% set dim = row.dim %}{% set e = row.c %}
 {% set cm = r.confusion[dim] %}
@@ -1222,8 +1308,9 @@ predicted = {% if cm.predicted == "rating" %}each row's rating word (the most li
 
 
 def render_html(report: EvalReport) -> str:
-    """The HTML report: provenance, one summary table of every dimension, then per MOS
-    dimension its scatter plot, generator ranking and rating confusion matrix side by side."""
+    """The HTML report: provenance, one summary table of every dimension, the figures per
+    defect kind (a truth with labelled defects), then per MOS dimension its scatter plot,
+    generator ranking and rating confusion matrix side by side."""
     import jinja2
     from markupsafe import Markup, escape
 
@@ -1249,6 +1336,9 @@ def render_html(report: EvalReport) -> str:
         f=_fmt,
         v=value,
         shade=_shade,
+        tint=_tint,
+        kind_note=_kind_note,
+        kind_legend=_kind_legend,
     )
 
 

@@ -30,6 +30,7 @@ from transformers import (
 
 from qsave.dimensions import DIMENSIONS, RATINGS
 from qsave.errors import ModelError
+from qsave.model.tiny_size import TinySize
 from qsave.prompts import AnswerFormat, dimension_question, format_answer, video_context
 
 # Qwen2/3's special tokens, in Qwen's order, plus the reasoning tags.
@@ -153,16 +154,20 @@ def special_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
     }
 
 
-def build_config(tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
-    """A ~1M-parameter Qwen3-VL: text 2 layers × 64, vision depth 2 × 64 (Qwen3-VL-8B's layout)."""
+def build_config(tokenizer: PreTrainedTokenizerFast, size: TinySize | None = None
+                 ) -> Qwen3VLConfig:
+    """A tiny Qwen3-VL in Qwen3-VL-8B's layout; by default text 2 layers × 64 and vision depth
+    2 × 64 (~1M parameters). Deepstack feeds the first vision layers' features (at most 3, as
+    the 8B's three) to the first text layers."""
+    size = size or TinySize()
     head_dim = 16
     text = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "hidden_size": size.hidden,
+        "intermediate_size": size.intermediate,
+        "num_hidden_layers": size.text_layers,
+        "num_attention_heads": size.hidden // head_dim,
+        "num_key_value_heads": size.hidden // head_dim // 2,
         "head_dim": head_dim,
         "max_position_embeddings": 32768,
         "rope_parameters": {
@@ -175,16 +180,16 @@ def build_config(tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
         "eos_token_id": tokenizer.eos_token_id,
     }
     vision = {
-        "depth": 2,
-        "hidden_size": 64,
-        "intermediate_size": 256,
-        "num_heads": 2,
+        "depth": size.vision_depth,
+        "hidden_size": size.hidden,
+        "intermediate_size": size.intermediate,
+        "num_heads": size.hidden // 32,
         "patch_size": 16,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
-        "out_hidden_size": 64,  # = text hidden size
+        "out_hidden_size": size.hidden,  # = text hidden size
         "num_position_embeddings": 256,  # a 16 × 16 grid, interpolated to any frame size
-        "deepstack_visual_indexes": [0, 1],  # valid for depth 2
+        "deepstack_visual_indexes": list(range(min(size.vision_depth, size.text_layers, 3))),
     }
     return Qwen3VLConfig(
         text_config=text,
@@ -194,10 +199,10 @@ def build_config(tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
     )
 
 
-def build_tiny(seed: int = 0) -> TinyQwen3VL:
+def build_tiny(seed: int = 0, size: TinySize | None = None) -> TinyQwen3VL:
     """The tiny model (random weights from ``seed``) and its processor, offline, in seconds."""
     processor = build_processor()
-    config = build_config(processor.tokenizer)
+    config = build_config(processor.tokenizer, size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3VLForConditionalGeneration(config)

@@ -103,7 +103,7 @@ def load_for_training(config: ModelConfig, source: str | None = None) -> tuple[A
     if source == TINY:
         from qsave.model.tiny import build_tiny
 
-        model, processor = build_tiny(config.seed)
+        model, processor = build_tiny(config.seed, config.tiny)
     else:
         from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 

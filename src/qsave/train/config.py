@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from qsave.errors import ConfigError
+from qsave.model.tiny_size import TinySize
 from qsave.prompts import AnswerFormat
 from qsave.train.rewards import PARSINGS
 
@@ -51,6 +52,7 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # trade compute for memory
     bf16: bool | None = None  # None: bf16 on CUDA, fp32 on CPU
     seed: int = 0  # model seed for "tiny", and the training seed
+    tiny: TinySize = field(default_factory=TinySize)  # the shape of "tiny" (ignored otherwise)
 
     def __post_init__(self) -> None:
         self.lora_targets = tuple(self.lora_targets)
@@ -235,12 +237,21 @@ class TinyModelAids:
     vision_warmup_lr: float = 1e-3  # its AdamW learning rate (cosine, clip 1.0)
     vision_warmup_batch: int = 16  # clips per warm-up step
     probe_weight: float = 0.0  # weight of the probe's MSE kept in stages 1 and 3 (0: off)
+    grounding_weight: float = 0.0  # the probe also predicts the words of the clip's prompt
+    # from the video (binary cross-entropy, this weight; 0: off), in the warm-up and with
+    # probe_weight: what a pretrained backbone already knows (colours, shapes, counts, motion)
+    mismatch_negatives: float = 0.0  # stages 1 and 3: this share of the alignment records
+    # is copied with another clip's prompt, rated Bad (whole-clip mismatches; 0: off)
     cooloff_resample: int = 0  # stage 3: rollouts per record from the GRPO policy (0: off)
     cooloff_resample_records: int = 600  # RL and SFT records sampled from, at most
 
     def __post_init__(self) -> None:
-        if min(self.vision_warmup_steps, self.cooloff_resample, self.probe_weight) < 0:
-            raise ConfigError("aids: steps, resample counts and probe_weight must be ≥ 0")
+        if min(self.vision_warmup_steps, self.cooloff_resample, self.probe_weight,
+               self.grounding_weight, self.mismatch_negatives) < 0:
+            raise ConfigError("aids: steps, resample counts, weights and shares must be ≥ 0")
+        if self.grounding_weight > 0 and not self.vision_warmup_steps:
+            raise ConfigError("aids.grounding_weight needs aids.vision_warmup_steps > 0 (the "
+                              "probe is made by the warm-up)")
         if self.probe_weight > 0 and not self.vision_warmup_steps:
             raise ConfigError("aids.probe_weight needs aids.vision_warmup_steps > 0 (the probe "
                               "is made by the warm-up)")
@@ -251,7 +262,8 @@ class TinyModelAids:
         return [f.name for f in fields(self) if f.name in AID_SWITCHES and getattr(self, f.name)]
 
 
-AID_SWITCHES = ("vision_warmup_steps", "probe_weight", "cooloff_resample")
+AID_SWITCHES = ("vision_warmup_steps", "probe_weight", "grounding_weight", "mismatch_negatives",
+                "cooloff_resample")
 
 
 @dataclass

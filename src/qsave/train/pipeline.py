@@ -43,9 +43,10 @@ LOG_FILE, CONFIG_FILE = "train.log", "config.yaml"
 UNHASHED = ("save_steps", "logging_steps", "records", "deepspeed")  # do not change a result
 TINY_MODELS = ("tiny", "tiny-demo")
 STAGE_AIDS = {"sft": ("vision_warmup_steps", "vision_warmup_lr", "vision_warmup_batch",
-                      "probe_weight"),
+                      "probe_weight", "grounding_weight", "mismatch_negatives"),
               "grpo": (),
-              "cooloff": ("probe_weight", "cooloff_resample", "cooloff_resample_records")}
+              "cooloff": ("probe_weight", "grounding_weight", "mismatch_negatives",
+                          "cooloff_resample", "cooloff_resample_records")}
 
 
 def stage_dir(output_dir: str | Path, stage: str) -> Path:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,8 @@ class ProbeTerm:
     processor: Any
     videos: VideoCache
     targets: dict[str, dict[str, float]]  # clip → probed scores
+    prompts: dict[str, str | None] = field(default_factory=dict)  # clip → prompt (grounding)
+    grounding_weight: float = 0.0
 
     def loss(self, model: Any, paths: Sequence[str]) -> torch.Tensor | None:
         from qsave.train.aids import probe_loss
@@ -195,7 +197,7 @@ class ProbeTerm:
         if not clips:
             return None
         return self.weight * probe_loss(model, self.probe, self.processor, self.videos, clips,
-                                        self.targets)
+                                        self.targets, self.prompts, self.grounding_weight)
 
 
 class QsaveSFTTrainer(Trainer):
@@ -283,7 +285,14 @@ def train_sft(
     vision warm-up; with ``probe_weight``, the probe's loss (the warm-up's probe, or the one
     saved at ``probe_from``) on the batch's clips that ``probe_records`` (default: the
     records) give targets for is added, and the probe saved as ``output_dir/vision_probe.pt``."""
-    from qsave.train.aids import PROBE_FILE, VisionProbe, clip_targets, warm_up_vision
+    from qsave.train.aids import (
+        PROBE_FILE,
+        VisionProbe,
+        clip_prompts,
+        clip_targets,
+        warm_up_vision,
+        with_mismatched_prompts,
+    )
 
     output_dir = Path(output_dir)
     if records is None:
@@ -308,13 +317,15 @@ def train_sft(
             if not saved.is_file():
                 raise ConfigError(f"aids.probe_weight needs the vision probe {saved}; it is "
                                   "written by stage 1's vision warm-up")
-            probe = VisionProbe.for_model(model).load(saved)
-        targets = clip_targets(records if probe_records is None else probe_records)
-        term = ProbeTerm(probe, aids.probe_weight, processor, videos, targets)
+            probe = VisionProbe.load(model, saved)
+        source = records if probe_records is None else probe_records
+        term = ProbeTerm(probe, aids.probe_weight, processor, videos, clip_targets(source),
+                         clip_prompts(source), aids.grounding_weight)
         model.add_module(PROBE_MODULE, probe)
     trainer = QsaveSFTTrainer(
         model=model, args=training_arguments(config, model_config, output_dir),
-        train_dataset=list(records), data_collator=collator, rating_ids=collator.rating_ids,
+        train_dataset=with_mismatched_prompts(records, aids.mismatch_negatives, model_config.seed),
+        data_collator=collator, rating_ids=collator.rating_ids,
         alpha=config.alpha, beta=config.beta, probe=term, callbacks=[LogLines(log, name)],
     )
     trainer.remove_callback(PrinterCallback)  # LogLines prints the logs, once
