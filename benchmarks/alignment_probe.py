@@ -37,7 +37,7 @@ from qsave.data.scene import COLORS, DIRECTIONS, SHAPES
 from qsave.dimensions import Dimension
 from qsave.eval.prompt_shuffle import derange_prompts
 from qsave.model.load import load
-from qsave.model.scorer import ScoringSetup, VideoPrompt, encode_independent, scores_from_logits
+from qsave.model.scorer import ScoringSetup, VideoPrompt, encode_independent, forward_independent
 from qsave.prompts import AnswerFormat
 from qsave.spec import ScorerSpec
 from qsave.video.inputs import prepare_video
@@ -70,9 +70,7 @@ def states(setup: ScoringSetup, videos: list, prompts: list[str], batch: int = 8
         hidden.append(torch.stack([h[rows, last] for h in out.hidden_states]))
         video = (encoded.batch["input_ids"] == setup.model.config.video_token_id).unsqueeze(-1)
         pooled.append(torch.stack([(h * video).sum(1) / video.sum(1) for h in out.hidden_states]))
-        head = setup.model.lm_head.weight[list(setup.rating_ids)]
-        final = out.last_hidden_state[rows, last]
-        scores += [s.score for s in scores_from_logits(final @ head.T)]
+        scores += [s[Dimension.ALIGNMENT].score for s in forward_independent(setup, encoded)]
     return (torch.cat(hidden, dim=1).float().numpy(), torch.cat(pooled, dim=1).float().numpy(),
             np.array(scores))
 

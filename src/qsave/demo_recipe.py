@@ -19,9 +19,12 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsave.dimensions import DIMENSIONS
+
+if TYPE_CHECKING:  # imported where used: qsave.data.synthetic loads scipy and PIL
+    from qsave.data.synthetic import SynthConfig
 
 RECIPES = Path(__file__).parent / "assets" / "recipes"
 SYNTH_RECIPE = RECIPES / "synth-tiny-cpu.yaml"
@@ -43,7 +46,7 @@ class DemoConfig:
     ablation_mode: str = "uniform-matched"  # the frames of that row: all 16 at one size
     threads: int = 2  # torch CPU threads
 
-    def synth(self) -> Any:
+    def synth(self) -> SynthConfig:
         """The corpus design (a ``SynthConfig`` of ``synth-tiny-cpu.yaml``); its test split is
         the held-out set."""
         from qsave.data.synthetic import SynthConfig, load_synth_config
@@ -121,7 +124,7 @@ class DemoReport:
         return asdict(self)
 
 
-def write_records(workdir: Path, synth: Any) -> dict[str, int]:
+def write_records(workdir: Path, synth: SynthConfig) -> dict[str, int]:
     """The corpus (written once per design, as ``qsave data synth`` writes it) and the
     records of its splits in ``workdir/records/{train,rl,test}.jsonl`` (the manifest's MOS,
     as ``qsave data records --videos manifest.jsonl``); returns the records per split."""

@@ -821,10 +821,8 @@ def _terminal_tables(report: EvalReport) -> list[_TextTable]:
                    if d in report.correlation]
     if correlation:
         integer = _integer_scale_shown(report)
-        ci = f"{report.config.get('confidence', 0.95):.0%} CI" if report.config.get(
-            "n_resamples") else "no CI"
         inst = _TextTable(
-            f"{report.benchmark}: correlation with MOS, instance level ({ci})",
+            f"{report.benchmark}: correlation with MOS, instance level ({_ci_label(report)})",
             ["dimension", "n", "missing", "SRCC", "PLCC", "KRCC", "RMSE"],
             [],
         )
@@ -858,6 +856,13 @@ def _terminal_tables(report: EvalReport) -> list[_TextTable]:
     return tables + _preference_tables(report) + _averages_tables(report)
 
 
+def _ci_label(report: EvalReport) -> str:
+    """What the intervals of the correlation tables are: "95% CI", or "no CI"."""
+    if not report.config.get("n_resamples"):
+        return "no CI"
+    return f"{report.config.get('confidence', 0.95):.0%} CI"
+
+
 def _kind_note(figure: dict[str, Any]) -> str:
     """Why a kind has no correlation, and how many of its clips lack a prediction."""
     missing = f"{figure['missing']} without a prediction" if figure["missing"] else None
@@ -878,9 +883,8 @@ def _kind_tables(report: EvalReport) -> list[_TextTable]:
     section = report.defect_kinds
     if not section:
         return []
-    ci = f"{report.config.get('confidence', 0.95):.0%} CI" if report.config.get(
-        "n_resamples") else "no CI"
-    table = _TextTable(f"{report.benchmark}: correlation with MOS per defect kind ({ci})",
+    table = _TextTable(f"{report.benchmark}: correlation with MOS per defect kind "
+                       f"({_ci_label(report)})",
                        ["dimension", "kind", "n", "shared", "SRCC", "PLCC", "MOS", "pred MOS",
                         "note"], [], [_kind_legend(section)])
     for dimension, figures in section["dimensions"].items():

@@ -45,8 +45,8 @@ PROBE_FILE = "vision_probe.pt"  # beside a stage's checkpoints
 PROBE_BETAS = (0.9, 0.95)  # AdamW betas of the warm-up
 POOLS = 4  # pooled statistics per feature: mean, temporal std, and the late − early trend of
 # the features' horizontal and vertical moments (where things move)
-SCORE_POOLS = 2  # the scores' head reads the first two (mean, std): with all four the tiny
-# recipe's stage 3 lost visual quality (held-out SRCC 0.09 in one run of two)
+SCORE_POOLS = 2  # the scores' head reads the first two (mean, std), the issue-19 probe: the
+# tiny recipe's probe stays as it was (only the grounding head reads all four)
 WORD_SHARE = (0.01, 0.6)  # grounding words: in at least 1 % and at most 60 % of the prompts
 MISMATCH_RATIONALE = "The video does not show what the prompt describes, throughout the video."
 
