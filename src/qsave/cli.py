@@ -911,8 +911,11 @@ def _score_here(items, out: str, spec, dims, explain, batch_size, quiet):
                                   load=load if planned else None)
         except KeyboardInterrupt:
             progress.stop()
-            where = "printed" if out == "-" else f"saved in {out}; run again to resume"
-            errors.print(f"interrupted: {saved[0]} row(s) {where}")
+            if out == "-":
+                errors.print(f"interrupted: {saved[0]} row(s) printed")
+            else:  # the file's own count: Ctrl-C can land after a row's write, before advance
+                rows = Path(out).read_bytes().count(b"\n") if Path(out).is_file() else 0
+                errors.print(f"interrupted: {rows} row(s) saved in {out}; run again to resume")
             raise SystemExit(130) from None
 
 
