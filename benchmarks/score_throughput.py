@@ -1,27 +1,44 @@
-"""Three-dimension scoring throughput: independent passes vs one shared video encoding.
+"""Three-dimension scoring throughput at the hardware's limit: videos/s, TFLOP/s and MFU.
 
 Builds a model from a config — ``tiny`` (the offline tiny Qwen3-VL) or ``8b`` (the exact
-Qwen3-VL-8B architecture, random weights) — synthesizes a SlowFast clip with PyAV (moving
-shapes over a gradient, ``--seconds`` long), and measures videos/s for scoring visual, dynamic
-and alignment with (a) three independent full passes per video (the video encoded three times)
-and (b) the shared prefix (video encoded once, three suffixes continued from its KV cache), at
-each batch size. It prints the model-only time (inputs already on the device), the end-to-end
-time (processor + model; decoding excluded), and the ratio independent / shared; then the same
-batch through the whole scoring pipeline (``Evaluator.score_many`` on the prepared video: rows
-with per-item errors and retries), against the bare shared end-to-end time of the same run.
+Qwen3-VL-8B architecture, random weights) — synthesizes clips with PyAV (moving shapes over a
+gradient, ``--seconds`` long), and measures, per clip plan and batch size:
 
-Reference: transformers' plain forward took 358 ms for three independent passes of such
-a clip and 143 ms with a shared, batched prefix (H100, bf16, sdpa). Goals at the 8B shape on one
-H100: shared ≥ 2.5× faster than independent, ≥ 12 videos/s.
+- the shared prefix (video encoded once, three dimension suffixes continued from its KV cache)
+  against three independent full passes per video (model only, end to end with the processor,
+  and the whole ``Evaluator.score_many`` pipeline);
+- achieved TFLOP/s of the shared mode: language model 2·N·tokens (N without the embeddings and
+  lm_head; prefix and suffix tokens, padding excluded) plus the vision tower 2·N_vision·patches;
+  attention's quadratic term is left out, so the figure is a lower bound;
+- MFU: that figure over a bf16 (fp32 on cpu) matmul peak measured in the same run;
+- the levers of ``qsave.model.speed`` and one baseline, each against the shared mode on the
+  same inputs (videos/s, ratio, largest score difference): ``pack`` (the prefixes as one packed
+  row), ``vision-grouped`` (one vision attention call per frame size), ``compile``
+  (torch.compile), ``full-logits`` (the plain forward that materialises every position's
+  vocabulary logits: what the prefill-only rating-row path avoids).
 
-    python benchmarks/score_throughput.py --shape tiny --device cpu --dtype float32
-    python benchmarks/score_throughput.py --shape 8b --device cuda --dtype bfloat16
+Clip plans: ``slowfast`` (the paper's plan and budgets), ``uniform-matched`` (every 8 fps frame
+at one size within the same token budget, Sec. 4.2.1's ablation), ``mixed`` (SlowFast clips of
+1 … ``--seconds`` s in one batch: the padding that packing removes).
+
+Figures (random-weight 8B shape, bf16, sdpa, one H100, transformers 5.24, before this version
+of the script): shared 2.6–2.9× faster than independent; 5.10 videos/s at batch 8 on a 5 s
+854×480 clip (3,050 video tokens), about 350 TFLOP/s, 44 % of the ~790 TFLOP/s measured peak.
+GPU figures of this version: not measured yet (no GPU lent in the session that built it; run
+``benchmarks/gpu_suite.py``). Goal: ≥ 55 % MFU at batch 8, three dimensions, shared prefix.
+
+    python benchmarks/score_throughput.py --shape tiny --device cpu --batch-sizes 1 2
+    python benchmarks/score_throughput.py --shape 8b --device cuda --json out/score.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,13 +49,13 @@ import torch
 
 from qsave.dimensions import DIMENSIONS
 from qsave.evaluator import Evaluator, ScoreItem
-from qsave.model import scorer
+from qsave.model import scorer, speed
 from qsave.model.backend import TransformersBackend
 from qsave.model.load import LoadedModel, rating_token_ids
 from qsave.model.tiny import build_processor, build_tiny, special_token_ids
 from qsave.prompts import AnswerFormat
 from qsave.scores import ModelInfo
-from qsave.spec import ScorerSpec
+from qsave.spec import ScorerSpec, SpeedOptions
 from qsave.video.inputs import VideoConfig, prepare_video
 
 PROMPT = "A red ball bounces across a wooden table while the camera slowly pans to the right."
@@ -145,10 +162,6 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return statistics.median(times)
 
 
-ENCODE = {"shared": scorer.encode_shared, "independent": scorer.encode_independent}
-FORWARD = {"shared": scorer.forward_shared, "independent": scorer.forward_independent}
-
-
 def matmul_flops(model, encoded: scorer.Encoded) -> float:
     """≈ 2 · parameters · tokens for the language model (embeddings and the unused lm_head
     left out) and the vision encoder (per patch); attention's quadratic term is left out."""
@@ -161,89 +174,238 @@ def matmul_flops(model, encoded: scorer.Encoded) -> float:
     return 2.0 * (text_params * tokens + vision_params * patches)
 
 
-def measure(setup, video, batch: int, repeats: int) -> dict[str, float]:
-    """Median seconds per batch for each mode, model only (inputs already encoded on the
-    device) and end to end (processor included), the model-only TFLOP/s, and the largest
-    difference between the two modes' scores."""
-    items = [scorer.VideoPrompt(video, PROMPT) for _ in range(batch)]
-    result, scores = {}, {}
-    for mode in ("independent", "shared"):
-        encoded = ENCODE[mode](setup, items, DIMENSIONS)
-        scores[mode] = FORWARD[mode](setup, encoded)
-        seconds = timed(lambda e=encoded, m=mode: FORWARD[m](setup, e), setup.device, repeats)
-        result[f"{mode}_model"] = seconds
-        result[f"{mode}_tflops"] = matmul_flops(setup.model, encoded) / seconds / 1e12
+def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
+    """TFLOP/s of a large square matmul in ``dtype``: the peak the MFU is taken against."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    seconds = timed(lambda: a @ b, device, repeats)
+    return 2 * n**3 / seconds / 1e12
+
+
+def forward_full_logits(setup: scorer.ScoringSetup, encoded: scorer.Encoded) -> list[dict]:
+    """The shared mode through the plain ``ForConditionalGeneration`` forward: logits over the
+    whole vocabulary at every prefix and suffix position (the baseline of the prefill-only
+    path, which computes five rating rows at one position)."""
+    from transformers import DynamicCache
+
+    with torch.inference_mode():
+        batch, model = encoded.batch, setup.model
+        cache = DynamicCache(config=model.config.get_text_config())
+        model(**batch, cache=cache, use_cache=True, logits_to_keep=0)
+        repeats = len(encoded.dimensions)
+        ids, mask, lengths = scorer._pad_right(encoded.suffixes, setup.processor.tokenizer
+                                               .pad_token_id, setup.device)
+        cache.batch_repeat_interleave(repeats)
+        start = batch["position_ids"].amax(dim=(0, 2)) + 1
+        steps = torch.arange(ids.shape[1], device=setup.device)
+        positions = (start.repeat_interleave(repeats)[:, None] + steps).expand(3, -1, -1)
+        prefix_mask = batch["attention_mask"].repeat_interleave(repeats, dim=0)
+        logits = model(input_ids=ids, attention_mask=torch.cat([prefix_mask, mask], dim=1),
+                       position_ids=positions, cache=cache, use_cache=True,
+                       logits_to_keep=0).logits
+        rows = torch.arange(ids.shape[0], device=setup.device)
+        rating = logits[rows, lengths - 1][:, list(setup.rating_ids)]
+        return scorer._regroup(scorer.scores_from_logits(rating), encoded.count,
+                               encoded.dimensions)
+
+
+def uncompile(model) -> None:
+    """Undo ``nn.Module.compile`` on the language model and the vision tower."""
+    for module in (model.model.language_model, model.model.visual):
+        module._compiled_call_impl = None
+
+
+LEVERS = ("pack", "vision-grouped", "compile", "full-logits")
+
+
+def lever_setup(setup: scorer.ScoringSetup, lever: str) -> tuple[scorer.ScoringSetup, object]:
+    """The setup of one lever and the forward function it is timed with."""
+    options = {"pack": SpeedOptions(pack_prefix=True),
+               "vision-grouped": SpeedOptions(vision_attention="grouped"),
+               "compile": SpeedOptions(compile=True)}.get(lever, SpeedOptions())
+    speed.apply(setup.model, options)
+    forward = forward_full_logits if lever == "full-logits" else scorer.forward_shared
+    return dataclasses.replace(setup, speed=options), forward
+
+
+def score_gap(a: list[dict], b: list[dict]) -> float:
+    return max(abs(x[d].score - y[d].score) for x, y in zip(a, b, strict=True) for d in x)
+
+
+def measure(setup, videos, batch: int, repeats: int, args, peak: float) -> dict:
+    """One clip plan at one batch size: the shared mode (videos/s, TFLOP/s, MFU), the
+    independent passes, the pipeline, and each lever against the shared mode."""
+    items = [scorer.VideoPrompt(videos[i % len(videos)], PROMPT) for i in range(batch)]
+    row: dict = {"batch": batch}
+    encoded = scorer.encode_shared(setup, items, DIMENSIONS)
+    reference = scorer.forward_shared(setup, encoded)
+    seconds = timed(lambda: scorer.forward_shared(setup, encoded), setup.device, repeats)
+    tflops = matmul_flops(setup.model, encoded) / seconds / 1e12
+    row["shared"] = {"seconds": seconds, "videos_per_s": batch / seconds, "tflops": tflops,
+                     "mfu": tflops / peak,
+                     "tokens": int(encoded.batch["attention_mask"].sum())
+                     + sum(map(len, encoded.suffixes)),
+                     "padding": int((1 - encoded.batch["attention_mask"]).sum())}
+    row["shared"]["e2e_seconds"] = timed(
+        lambda: scorer.forward_shared(setup, scorer.encode_shared(setup, items, DIMENSIONS)),
+        setup.device, repeats)
+    row["levers"] = {}
+    for lever in args.levers:
+        fast, forward = lever_setup(setup, lever)
+        try:
+            scores = forward(fast, encoded)
+            lever_seconds = timed(lambda f=fast, fw=forward: fw(f, encoded), setup.device,
+                                  repeats)
+            row["levers"][lever] = {"seconds": lever_seconds, "videos_per_s": batch / lever_seconds,
+                                    "speedup": seconds / lever_seconds,
+                                    "mfu": tflops * seconds / lever_seconds / peak,
+                                    "max_score_gap": score_gap(scores, reference)}
+        except torch.OutOfMemoryError:
+            row["levers"][lever] = {"status": "oom"}
+            torch.cuda.empty_cache()
+        except Exception as error:  # one lever failing must not end a GPU run
+            row["levers"][lever] = {"status": f"error: {error!r}"}
+        finally:
+            speed.apply(setup.model, SpeedOptions())
+            if lever == "compile":
+                uncompile(setup.model)
+    del encoded
+    if args.independent:
+        encoded = scorer.encode_independent(setup, items, DIMENSIONS)
+        scores = scorer.forward_independent(setup, encoded)
+        ind = timed(lambda: scorer.forward_independent(setup, encoded), setup.device, repeats)
+        row["independent"] = {"seconds": ind, "videos_per_s": batch / ind,
+                              "shared_speedup": ind / seconds,
+                              "max_score_gap": score_gap(scores, reference)}
         del encoded
-        end_to_end = lambda m=mode: FORWARD[m](setup, ENCODE[m](setup, items, DIMENSIONS))  # noqa: E731
-        result[f"{mode}_e2e"] = timed(end_to_end, setup.device, repeats)
     evaluator = Evaluator(TransformersBackend(
         LoadedModel(setup.model, setup.processor, setup.rating_ids,
                     ModelInfo("benchmark", None, str(setup.model.dtype), str(setup.device))),
         ScorerSpec(answer_format=setup.answer_format)))
-    pipeline_items = [ScoreItem(video, PROMPT, id=str(i)) for i in range(batch)]
-    result["pipeline"] = timed(lambda: list(evaluator.score_many(pipeline_items, batch_size=batch)),
-                               setup.device, repeats)
-    result["max_score_gap"] = max(
-        abs(x[d].score - y[d].score)
-        for x, y in zip(scores["shared"], scores["independent"], strict=True)
-        for d in DIMENSIONS
-    )
-    return result
+    pipeline_items = [ScoreItem(it.video, PROMPT, id=str(i)) for i, it in enumerate(items)]
+    pipe = timed(lambda: list(evaluator.score_many(pipeline_items, batch_size=batch)),
+                 setup.device, repeats)
+    row["pipeline"] = {"seconds": pipe, "videos_per_s": batch / pipe,
+                       "over_bare_e2e": pipe / row["shared"]["e2e_seconds"]}
+    return row
 
 
-def report(batch: int, r: dict[str, float]) -> None:
-    for label in ("model", "e2e"):
-        ind, sh = r[f"independent_{label}"], r[f"shared_{label}"]
-        print(
-            f"batch {batch:2d} {label:5s}: independent {1e3 * ind:9.1f} ms ({batch / ind:7.2f} "
-            f"videos/s)  shared {1e3 * sh:9.1f} ms ({batch / sh:7.2f} videos/s)  "
-            f"ratio {ind / sh:5.2f}x"
-        )
-    pipe, bare = r["pipeline"], r["shared_e2e"]
-    print(f"batch {batch:2d} pipeline: Evaluator.score_many {1e3 * pipe:9.1f} ms "
-          f"({batch / pipe:7.2f} videos/s)  bare shared e2e {1e3 * bare:9.1f} ms  "
-          f"ratio {pipe / bare:5.2f}x")
-    print(
-        f"batch {batch:2d} model-only matmul throughput: independent "
-        f"{r['independent_tflops']:.3g} TFLOP/s, shared {r['shared_tflops']:.3g} TFLOP/s; "
-        f"max |score(independent) - score(shared)| = {r['max_score_gap']:.2e}"
-    )
+def report(clip: str, r: dict) -> None:
+    b, sh = r["batch"], r["shared"]
+    print(f"{clip:15s} batch {b:2d}: shared {sh['videos_per_s']:8.2f} videos/s "
+          f"{sh['tflops']:8.3g} TFLOP/s  MFU {100 * sh['mfu']:5.1f} %  "
+          f"({sh['tokens']} tokens, {sh['padding']} padding; end to end "
+          f"{b / sh['e2e_seconds']:.2f} videos/s)")
+    if "independent" in r:
+        ind = r["independent"]
+        print(f"{'':15s}           independent {ind['videos_per_s']:8.2f} videos/s  shared is "
+              f"{ind['shared_speedup']:.2f}x faster (max |Δscore| {ind['max_score_gap']:.1e})")
+    pipe = r["pipeline"]
+    print(f"{'':15s}           pipeline {pipe['videos_per_s']:8.2f} videos/s "
+          f"({pipe['over_bare_e2e']:.2f}x the bare shared end to end)")
+    for lever, lr in r["levers"].items():
+        if "status" in lr:
+            print(f"{'':15s}           lever {lever:14s} {lr['status']}")
+            continue
+        print(f"{'':15s}           lever {lever:14s} {lr['videos_per_s']:8.2f} videos/s  "
+              f"{lr['speedup']:5.2f}x  MFU {100 * lr['mfu']:5.1f} %  "
+              f"max |Δscore| {lr['max_score_gap']:.1e}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=("tiny", "8b"), default="tiny")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, else float32")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--size", default="854x480", help="clip width x height")
-    args = parser.parse_args(argv)
+def clip_videos(plan: str, seconds: float, width: int, height: int, folder: Path) -> list:
+    """Prepared videos of one plan: one clip, or (``mixed``) clips of 1 … ``seconds`` s."""
+    if plan == "mixed":
+        lengths = [float(s) for s in range(1, max(2, int(seconds)) + 1)]
+        mode = "slowfast"
+    else:
+        lengths, mode = [seconds], plan
+    return [prepare_video(write_clip(folder / f"{plan}-{i}.mp4", length, width, height),
+                          VideoConfig(mode=mode)) for i, length in enumerate(lengths)]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", choices=("tiny", "8b"), default="tiny")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, else float32")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
+    p.add_argument("--clips", nargs="+", default=["slowfast", "uniform-matched", "mixed"],
+                   choices=("slowfast", "uniform-matched", "mixed"))
+    p.add_argument("--levers", nargs="*", default=list(LEVERS), choices=LEVERS)
+    p.add_argument("--no-independent", dest="independent", action="store_false")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--size", default="854x480", help="clip width x height")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="skip the remaining rows once this many seconds have passed")
+    p.add_argument("--json", type=Path, default=None, help="write the figures here")
+    return p
+
+
+def run(argv: list[str] | None = None, model=None) -> dict:
+    """Measure and print; returns the figures (``--json`` writes them). ``model``: an already
+    built ``(model, processor)`` of ``--shape`` (benchmarks/gpu_suite.py shares one)."""
+    args = parser().parse_args(argv)
+    started = time.perf_counter()
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     width, height = map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
-        clip = write_clip(Path(tmp) / "clip.mp4", args.seconds, width, height)
-        video = prepare_video(clip, VideoConfig(mode="slowfast"))
-    start = time.perf_counter()
-    model, processor = build(args.shape, device, dtype)
+        clips = {plan: clip_videos(plan, args.seconds, width, height, Path(tmp))
+                 for plan in args.clips}
+    model, processor = model or build(args.shape, device, dtype)
     processor.tokenizer.padding_side = "left"
     fmt = AnswerFormat.RATING_FIRST
     setup = scorer.ScoringSetup(model, processor, rating_token_ids(processor.tokenizer, fmt), fmt)
-    params = sum(p.numel() for p in model.parameters())
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(
-        f"model {args.shape}: {params / 1e9:.3f} B params, {dtype}, {name}, "
-        f"attention {model.config._attn_implementation}, built in "
-        f"{time.perf_counter() - start:.1f} s; torch {torch.__version__}"
-    )
-    summary = video.settings["plan"]
-    print(f"clip: {args.seconds:g} s {width}x{height} -> {summary}")
-    for batch in args.batch_sizes:
-        report(batch, measure(setup, video, batch, args.repeats))
+    peak = matmul_peak(device, dtype)
+    figures = {"env": environment(args, model, device, dtype), "peak_tflops": peak,
+               "clips": {plan: [v.settings["plan"] for v in videos]
+                         for plan, videos in clips.items()},
+               "rows": {plan: [] for plan in clips}, "skipped": []}
+    env = figures["env"]
+    print(f"model {args.shape}: {env['params_b']:.3f} B params, {dtype}, {env['device_name']}, "
+          f"attention {env['attention']}; torch {env['torch']}, transformers "
+          f"{env['transformers']}; matmul peak {peak:.3g} TFLOP/s")
+    for plan, videos in clips.items():
+        print(f"clip {plan}: {args.seconds:g} s {width}x{height} -> "
+              f"{'; '.join(str(v.settings['plan']) for v in videos)}")
+        for batch in args.batch_sizes:
+            if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
+                figures["skipped"].append(f"{plan} batch {batch}: budget")
+                continue
+            try:
+                row = measure(setup, videos, batch, args.repeats, args, peak)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                row = {"batch": batch, "status": "oom"}
+                print(f"{plan:15s} batch {batch:2d}: out of memory")
+            else:
+                report(plan, row)
+            figures["rows"][plan].append(row)
     if device.type == "cuda":
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+        figures["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        print(f"peak GPU memory {figures['peak_memory_gib']:.1f} GiB")
+    figures["seconds"] = time.perf_counter() - started
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
+    return figures
+
+
+def environment(args, model, device: torch.device, dtype: torch.dtype) -> dict:
+    import transformers
+
+    return {"shape": args.shape, "device": str(device), "dtype": str(dtype),
+            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                            else platform.processor() or "cpu"),
+            "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
+            "attention": model.config._attn_implementation, "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "date": time.strftime("%Y-%m-%d"), "argv": sys.argv[1:]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(argv)
     return 0
 
 

@@ -48,6 +48,38 @@ class ThinkFirstReading(StrEnum):
     EMPTY_THINK = "empty-think"  # after a forced empty <think></think>: no generation
 
 
+VISION_ATTENTION = ("loop", "grouped")
+GENERATION_CACHES = ("dynamic", "static")
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """How the transformers backend runs the model (:mod:`qsave.model.speed`): levers measured
+    by benchmarks/score_throughput.py and benchmarks/explain_speed.py, all off by default. No
+    option changes a score beyond float rounding (tests/model/test_speed.py); none is saved
+    with a checkpoint.
+
+    >>> SpeedOptions(vision_attention="grouped").to_dict()["vision_attention"]
+    'grouped'
+    """
+
+    pack_prefix: bool = False  # the batch's shared prefixes as one packed row
+    vision_attention: str = "loop"  # "loop" (transformers', per frame) or "grouped" (per size)
+    compile: bool = False  # torch.compile the language model, the vision tower, generation
+    generation_cache: str = "dynamic"  # explain mode's KV cache: "dynamic" or "static"
+
+    def __post_init__(self) -> None:
+        if self.vision_attention not in VISION_ATTENTION:
+            raise ConfigError(f"vision_attention {self.vision_attention!r} is not one of "
+                              f"{list(VISION_ATTENTION)}")
+        if self.generation_cache not in GENERATION_CACHES:
+            raise ConfigError(f"generation_cache {self.generation_cache!r} is not one of "
+                              f"{list(GENERATION_CACHES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class InputLimits:
     """What one input may cost; beyond it that item fails with a ``LimitError`` (the server
@@ -96,6 +128,7 @@ class ScorerSpec:
     think_first_reading: ThinkFirstReading = ThinkFirstReading.GENERATE  # score-only, think-first
     dimensions: tuple[Dimension, ...] = DIMENSIONS  # scored when a call names none
     limits: InputLimits = field(default_factory=InputLimits)  # what one input may cost
+    speed: SpeedOptions = field(default_factory=SpeedOptions)  # transformers backend levers
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -124,6 +157,11 @@ class ScorerSpec:
             object.__setattr__(self, "video", VideoConfig.from_dict(self.video))
         if isinstance(self.limits, dict):
             object.__setattr__(self, "limits", _from_fields(InputLimits, self.limits, "limits"))
+        if isinstance(self.speed, dict):
+            object.__setattr__(self, "speed", _from_fields(SpeedOptions, self.speed, "speed"))
+        if self.backend == "vllm" and self.speed != SpeedOptions():
+            raise ConfigError("speed options are the transformers backend's; vllm has its own "
+                              "(leave speed at its defaults with --backend vllm)")
         object.__setattr__(self, "dimensions", parse_dimensions(self.dimensions))
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens ({self.max_new_tokens}) must be at least 1")

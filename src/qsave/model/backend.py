@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from qsave.dimensions import Dimension
 from qsave.evaluator import Backend, Prepared
-from qsave.model import scorer
+from qsave.model import scorer, speed
 from qsave.model.load import LoadedModel, load
 from qsave.scores import DimensionScore
 from qsave.spec import ScorerSpec
@@ -27,7 +27,8 @@ class TransformersBackend(Backend):
         self.processor = loaded.processor
         self.setup = scorer.ScoringSetup(loaded.model, loaded.processor, loaded.rating_ids,
                                          spec.answer_format, spec.max_new_tokens,
-                                         spec.think_first_reading)
+                                         spec.think_first_reading, spec.speed)
+        speed.apply(loaded.model, spec.speed)
 
     @classmethod
     def load(cls, spec: ScorerSpec) -> TransformersBackend:

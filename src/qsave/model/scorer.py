@@ -26,7 +26,7 @@ after a greedy analysis (:func:`read_after_analysis`; explain mode, and score-on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ from transformers import DynamicCache
 
 from qsave.dimensions import RATINGS, WEIGHTS, Dimension, score_to_mos
 from qsave.errors import ModelError, UnclosedAnalysisError
+from qsave.model.speed import generate_kwargs, packed_prefix_pass
 from qsave.prompts import (
     THINK_CLOSE,
     THINK_OPEN,
@@ -42,7 +43,7 @@ from qsave.prompts import (
     video_context,
 )
 from qsave.scores import DimensionScore
-from qsave.spec import ScorerSpec, ThinkFirstReading
+from qsave.spec import ScorerSpec, SpeedOptions, ThinkFirstReading
 
 # Think-first score-only with ThinkFirstReading.EMPTY_THINK forces an empty analysis, so the
 # rating is read right after the closing tag, where the trained model writes it (Sec. 3.4.1).
@@ -68,6 +69,7 @@ class ScoringSetup:
     answer_format: AnswerFormat = AnswerFormat.RATING_FIRST
     max_new_tokens: int = 256  # rationale length limit (explain; think-first "generate")
     think_first_reading: ThinkFirstReading = ScorerSpec.think_first_reading  # the spec's default
+    speed: SpeedOptions = field(default_factory=SpeedOptions)  # qsave.model.speed
 
     @property
     def device(self) -> torch.device:
@@ -180,6 +182,8 @@ def _encode_prefix(setup: ScoringSetup, items: Sequence[VideoPrompt], texts: lis
 
 def _prefix_pass(setup: ScoringSetup, batch: dict) -> DynamicCache:
     """Vision encoder + language model over the prefixes; returns the KV cache."""
+    if setup.speed.pack_prefix:
+        return packed_prefix_pass(setup.model, batch)
     cache = DynamicCache(config=setup.model.config.get_text_config())
     setup.model.model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -358,7 +362,7 @@ def generate_ids(
     stops = [tokenizer.convert_tokens_to_ids(stop), tokenizer.convert_tokens_to_ids(END_OF_TURN)]
     out = setup.model.generate(
         **batch, do_sample=False, max_new_tokens=setup.max_new_tokens, eos_token_id=stops,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, **generate_kwargs(setup.speed),
     )
     return [_until(row, stops) for row in out[:, batch["input_ids"].shape[1] :].tolist()]
 
