@@ -38,3 +38,12 @@ def tiny_evaluator(tiny):
 
     return evaluator_on(tiny)
 
+
+@pytest.fixture(scope="session")
+def annotate_clips(tmp_path_factory):
+    """The annotate tests' synthetic clips, laid out for the rating workflow (tests/annotate/
+    annotate_harness.py; here because a conftest of its own would shadow this one's module)."""
+    from annotate.annotate_harness import make_clips
+
+    return make_clips(tmp_path_factory.mktemp("annotate-clips"))
+

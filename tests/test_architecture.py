@@ -11,9 +11,11 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "qsave"
 LAYERS = {  # module (or package) → layer
     "errors": "leaf", "dimensions": "leaf", "jsonl": "leaf", "scores": "leaf",
-    "registry": "leaf", "prompts": "leaf", "hub": "leaf", "video": "video", "spec": "spec",
+    "registry": "leaf", "prompts": "leaf", "hub": "leaf", "loopback": "leaf", "video": "video",
+    "spec": "spec",
     "evaluator": "pipeline", "sources": "pipeline", "results": "pipeline", "model": "model",
-    "data": "data", "eval": "eval", "train": "train", "serve": "serve", "cli": "app",
+    "data": "data", "eval": "eval", "train": "train", "serve": "serve", "annotate": "annotate",
+    "cli": "app",
     "demo": "app", "demo_recipe": "app", "__init__": "app",
 }
 MAY_IMPORT = {  # layer → the layers it may import at module level (docs/architecture.md)
@@ -26,6 +28,7 @@ MAY_IMPORT = {  # layer → the layers it may import at module level (docs/archi
     "eval": {"leaf", "eval"},
     "train": {"leaf", "video", "spec", "pipeline", "model", "data", "train"},
     "serve": {"leaf", "video", "spec", "pipeline", "serve"},
+    "annotate": {"leaf", "data", "annotate"},
 }
 LAZY_ALSO = {"pipeline": {"model"}}  # load_backend imports the backend a spec names
 TORCH_FREE = ["qsave.scores", "qsave.jsonl", "qsave.spec", "qsave.evaluator", "qsave.sources",

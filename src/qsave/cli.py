@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from qsave.annotate.cli import annotate_app
 from qsave.errors import ConfigError, UsageError
 from qsave.eval.prompt_shuffle import PromptShuffleConfig
 from qsave.spec import ScorerSpec
@@ -29,6 +30,7 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, context_settings=HELP,
                        help="Synthetic clips, ratings → MOS, records.")
 app.add_typer(data_app, name="data")
+app.add_typer(annotate_app, name="annotate")
 
 
 def _version(value: bool) -> None:
@@ -1272,7 +1274,8 @@ def demo(
 
 EXTRAS = {"matplotlib": "report", "jinja2": "report", "pandas": "report", "pyarrow": "report",
           "peft": "train", "fastapi": "serve", "uvicorn": "serve", "httpx": "serve",
-          "multipart": "serve", "prometheus_client": "serve", "ray": "ray"}  # module → extra
+          "multipart": "serve", "prometheus_client": "serve", "ray": "ray",
+          "sqlalchemy": "annotate", "argon2": "annotate"}  # module → extra
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,12 @@ class DuplicateIdError(AnnotationError):
     """Two inputs or two rows carry one id; the message names them."""
 
 
+class AnnotateError(QsaveError):
+    """A request to the annotation project is refused (``qsave annotate``): a bad rating, an
+    assignment the user does not hold, a second submit, an import that does not fit; the
+    message says which value and why."""
+
+
 class ModelError(QsaveError):
     """A checkpoint or tokenizer cannot be used as a Q-Save evaluator."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -19,25 +18,12 @@ from urllib.parse import urlsplit
 
 from fastapi import HTTPException
 
+from qsave.loopback import is_loopback
 from qsave.serve.metrics import Metrics
 
 MB = 1 << 20  # bytes in a mebibyte
 ROUTES = ("/score", "/reward", "/health", "/metrics")
 AUTHENTICATED = ("/score", "/reward")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address, without port) is this machine's loopback.
-
-    >>> is_loopback("localhost"), is_loopback("::1"), is_loopback("evil.example")
-    (True, True, False)
-    """
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def host_of(value: str) -> str:
