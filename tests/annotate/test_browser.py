@@ -1,9 +1,10 @@
 """A rater and the owner in headless Chromium (Selenium 4, Debian's chromium and chromedriver)
 against the real server on loopback: login → training → pilot (with feedback) → a formal
 video → (owner) export, playing the <video> element on the rate page. Screenshots of the rate
-page and the owner page go to /tmp/annotate-shots/."""
+page and the owner page go to $QSAVE_ANNOTATE_SHOTS (to look at them), else the test's tmp."""
 
 import base64
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -20,12 +21,11 @@ if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
                 allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402  (after the skip: selenium drives that binary)
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-SHOTS = Path("/tmp/annotate-shots")
 WAIT_S = 30  # seconds a page may take to load
 PLAY = """
 const done = arguments[arguments.length - 1];
@@ -52,13 +52,20 @@ def browser():
     driver.quit()
 
 
+LEFT = "return window.qsaveLeft !== true && document.readyState === 'complete'"
+
+
 def follow(driver, element) -> None:
-    """Click ``element`` and wait until the next page has loaded (generous: 2 shared cores)."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    """Click ``element`` and wait until the next page has loaded (generous: 2 shared cores).
+
+    A mark on the old page's window tells the pages apart: selenium's ``staleness_of`` asks
+    chromedriver about the old page's element, which answers "Node with given id does not
+    belong to the document" (an unknown error, not a stale element) when the swap is under
+    way; any error while the page changes is retried here."""
+    driver.execute_script("window.qsaveLeft = true")
     element.click()
-    wait = WebDriverWait(driver, WAIT_S)
-    wait.until(expected_conditions.staleness_of(page))
-    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, WAIT_S, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(LEFT))
 
 
 def log_in(driver, url: str, name: str) -> None:
@@ -90,15 +97,16 @@ def rate(driver, levels: dict[str, str]) -> None:
     follow(driver, driver.find_element(By.ID, "submit-rating"))
 
 
-def shot(driver, name: str) -> None:
+def shot(driver, folder: Path, name: str) -> None:
     """A screenshot of the whole page, beyond the viewport (Chrome DevTools Protocol)."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    folder = Path(os.environ.get("QSAVE_ANNOTATE_SHOTS", folder))
+    folder.mkdir(parents=True, exist_ok=True)
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 5000),
             "scale": 1}
     image = driver.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "png", "captureBeyondViewport": True, "clip": clip})
-    (SHOTS / name).write_bytes(base64.b64decode(image["data"]))
+    (folder / name).write_bytes(base64.b64decode(image["data"]))
 
 
 def test_rater_and_owner_in_chromium(browser, annotate_clips, tmp_path):
@@ -135,7 +143,7 @@ def test_rater_and_owner_in_chromium(browser, annotate_clips, tmp_path):
 
         assert heading(browser) == "Rate this video"
         play(browser)
-        shot(browser, "rate.png")
+        shot(browser, tmp_path, "rate.png")
         video_id = browser.find_element(By.ID, "player").get_attribute("src").rsplit("/", 1)[1]
         rate(browser, levels[video_id])
         assert heading(browser) == "Rate this video"  # the next formal video
@@ -144,11 +152,12 @@ def test_rater_and_owner_in_chromium(browser, annotate_clips, tmp_path):
         log_in(browser, server.url, "olga")
         assert heading(browser) == "Project"
         assert "rosa" in browser.find_element(By.ID, "progress").text
-        shot(browser, "owner.png")
+        shot(browser, tmp_path, "owner.png")
         follow(browser, browser.find_element(By.ID, "export-button"))
         assert "Exported to" in browser.find_element(By.CSS_SELECTOR, ".success").text
     assert not [s for s in server.seen if s[2] >= 500]
     ratings = pd.read_csv(project.folder / "export" / "ratings.csv")
     assert set(ratings["video_id"]) == {video_id} and set(ratings["rater_id"]) == {"rosa"}
     assert len(ratings) == 3
+    assert (Path(os.environ.get("QSAVE_ANNOTATE_SHOTS", tmp_path)) / "rate.png").stat().st_size
     project.close()
