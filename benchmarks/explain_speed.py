@@ -31,7 +31,15 @@ import time
 from pathlib import Path
 
 import torch
-from score_throughput import PROMPT, build, environment, score_gap, sync, write_clip
+from score_throughput import (
+    PROMPT,
+    build,
+    device_and_dtype,
+    environment,
+    score_gap,
+    sync,
+    write_clip,
+)
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from qsave.dimensions import DIMENSIONS, Dimension
@@ -130,8 +138,7 @@ def run(argv: list[str] | None = None, model=None) -> dict:
     """Measure and print; returns the figures. ``model``: a built ``(model, processor)``."""
     args = parser().parse_args(argv)
     started = time.perf_counter()
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    device, dtype = device_and_dtype(args)
     width, height = map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         video = prepare_video(write_clip(Path(tmp) / "clip.mp4", args.seconds, width, height),

@@ -100,8 +100,7 @@ def run(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     parts, started, results = part_args(args), time.perf_counter(), {}
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    device, dtype = score_throughput.device_and_dtype(args)
     model = score_throughput.build(args.shape, device, dtype)
     print(f"== built {args.shape} in {time.perf_counter() - started:.0f} s", flush=True)
     print("== 1. scoring throughput", flush=True)

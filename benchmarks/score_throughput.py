@@ -95,23 +95,39 @@ QWEN3_VL_8B_VISION = dict(
 )
 
 
-def write_clip(path: Path, seconds: float, width: int, height: int, fps: int = 24) -> Path:
-    """A clip with a moving disc, a drifting gradient and a scene cut half-way (H.264)."""
+def clip_frames(seconds: float, width: int, height: int, fps: float,
+                count: int | None = None) -> np.ndarray:
+    """(N, H, W, 3) uint8 frames at ``fps`` (N = ``count``, else seconds · fps): a moving disc,
+    a drifting gradient and a scene cut half-way (so SlowFast finds new slow frames)."""
+    count = round(seconds * fps) if count is None else count
     yy, xx = np.mgrid[0:height, 0:width]
+    frames = np.empty((count, height, width, 3), np.uint8)
+    for i in range(count):
+        t = i / fps
+        base = (xx + 40 * t) % width / width * 200 if i < count // 2 else yy / height * 160
+        frame = np.stack([base, base[::-1] * 0.8, np.full_like(base, 60.0)], -1)
+        cx, cy = width * (0.2 + 0.6 * t / seconds), height * (0.5 + 0.3 * np.sin(3 * t))
+        frame[(xx - cx) ** 2 + (yy - cy) ** 2 < (height / 8) ** 2] = (230, 30, 30)
+        frames[i] = frame.astype(np.uint8)
+    return frames
+
+
+def write_clip(path: Path, seconds: float, width: int, height: int, fps: int = 24) -> Path:
+    """``clip_frames`` encoded as an H.264 file."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        frames = round(seconds * fps)
-        for i in range(frames):
-            t = i / fps
-            base = (xx + 40 * t) % width / width * 200 if i < frames // 2 else yy / height * 160
-            frame = np.stack([base, base[::-1] * 0.8, np.full_like(base, 60.0)], -1)
-            cx, cy = width * (0.2 + 0.6 * t / seconds), height * (0.5 + 0.3 * np.sin(3 * t))
-            frame[(xx - cx) ** 2 + (yy - cy) ** 2 < (height / 8) ** 2] = (230, 30, 30)
-            image = av.VideoFrame.from_ndarray(frame.astype(np.uint8), format="rgb24")
-            container.mux(stream.encode(image))
+        for frame in clip_frames(seconds, width, height, fps):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path
+
+
+def device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    """``--device`` and ``--dtype`` (default: bfloat16 on cuda, else float32)."""
+    device = torch.device(args.device)
+    return device, getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda"
+                                                 else "float32"))
 
 
 def build_8b(device: torch.device, dtype: torch.dtype):
@@ -347,8 +363,7 @@ def run(argv: list[str] | None = None, model=None) -> dict:
     built ``(model, processor)`` of ``--shape`` (benchmarks/gpu_suite.py shares one)."""
     args = parser().parse_args(argv)
     started = time.perf_counter()
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    device, dtype = device_and_dtype(args)
     width, height = map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         clips = {plan: clip_videos(plan, args.seconds, width, height, Path(tmp))

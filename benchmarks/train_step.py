@@ -62,12 +62,12 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from score_throughput import build, sync
+from score_throughput import build, clip_frames, device_and_dtype, sync
 
 from qsave.data.records import TrainingRecord, build_records
 from qsave.errors import ConfigError
 from qsave.model.load import rating_token_ids
-from qsave.train.common import VideoCache, _with_lora
+from qsave.train.common import VideoCache, prepare_for_training
 from qsave.train.config import GRPOConfig, ModelConfig, OptimConfig, TrainConfig, load_train_config
 from qsave.train.grpo import grpo_step, make_grpo_state, prompt_texts
 from qsave.train.sft import SFTCollator, sft_forward
@@ -99,22 +99,6 @@ CLIP_MOS = 2.6  # → Poor: a low-MOS clip, so the rationale is an attribution (
 
 
 # ---- the clip and its record -------------------------------------------------------------
-def render_frames(seconds: float, height: int, width: int, fps: float) -> np.ndarray:
-    """(N, H, W, 3) uint8 frames sampled at ``fps``: a drifting gradient, a moving disc and a
-    scene cut half-way (so SlowFast finds new slow frames), as score_throughput's clip."""
-    count = max(2, round(seconds * fps))
-    yy, xx = np.mgrid[0:height, 0:width]
-    frames = np.empty((count, height, width, 3), np.uint8)
-    for i in range(count):
-        t = i / fps
-        base = (xx + 40 * t) % width / width * 200 if i < count // 2 else yy / height * 160
-        frame = np.stack([base, base[::-1] * 0.8, np.full_like(base, 60.0)], -1)
-        cx, cy = width * (0.2 + 0.6 * t / seconds), height * (0.5 + 0.3 * np.sin(3 * t))
-        frame[(xx - cx) ** 2 + (yy - cy) ** 2 < (height / 8) ** 2] = (230, 30, 30)
-        frames[i] = frame.astype(np.uint8)
-    return frames
-
-
 @dataclass
 class FramesInMemory:
     """RGB frames standing for ``qsave.video.decode.SampledFrames`` (what ``plan_sampled`` and
@@ -281,18 +265,11 @@ class Bench:
 
 def training_model(bench: Bench, config: ModelConfig) -> tuple[Any, Any]:
     """The benchmark's model prepared as ``qsave.train.common.load_for_training`` prepares a
-    loaded one: train mode, vision frozen if asked, gradient checkpointing, LoRA (peft)."""
+    loaded one (``prepare_for_training``: train mode, vision frozen if asked, gradient
+    checkpointing, LoRA)."""
     torch.manual_seed(config.seed)
     model, processor = build(bench.shape, bench.device, bench.dtype)
-    model.train()
-    if config.freeze_vision:
-        model.model.visual.requires_grad_(False)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
-    if config.lora:
-        model = _with_lora(model, config)
-    return model, processor
+    return prepare_for_training(model, config), processor
 
 
 def installed(package: str) -> str | None:
@@ -644,7 +621,7 @@ def model_shape(shape: str, dtype: torch.dtype, lora: ModelConfig) -> dict[str, 
     out = {"params": sum(p.numel() for p in model.parameters()),
            "weight_bytes": tensor_bytes(model.parameters())}
     if installed("peft") is not None:
-        adapted = _with_lora(model, lora)
+        adapted = prepare_for_training(model, lora)
         out["lora_bytes"] = tensor_bytes(p for p in adapted.parameters() if p.requires_grad)
     return out
 
@@ -711,8 +688,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     ``{"env", "clip", "train_step": {mode: figures}, "fit": [rows]}``."""
     args = parse_args(argv)
     start = time.monotonic()
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    device, dtype = device_and_dtype(args)
     capacity = int((args.capacity_gib or ASSUMED_CAPACITY_GIB) * GIB)
     if device.type == "cuda" and args.capacity_gib is None:
         capacity = torch.cuda.get_device_properties(device).total_memory
@@ -721,7 +697,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     width, height = map(int, args.size.split("x"))
     video_config = VideoConfig()  # App. A preprocessing: 8 fps, SlowFast, 8192/2048 tokens
     fps = video_config.decode.fps
-    video = prepare_frames(render_frames(args.seq_seconds, height, width, fps), fps, video_config)
+    frames = clip_frames(args.seq_seconds, width, height, fps,
+                         count=max(2, round(args.seq_seconds * fps)))
+    video = prepare_frames(frames, fps, video_config)
     bench = Bench(args.shape, device, dtype, args.steps, args.generations, args.new_tokens,
                   args.optimizer, video, clip_record("in-memory/slowfast-clip.mp4"), configs,
                   None if args.budget_s is None else start + args.budget_s)

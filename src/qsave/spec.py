@@ -59,7 +59,7 @@ class SpeedOptions:
     option changes a score beyond float rounding (tests/model/test_speed.py); none is saved
     with a checkpoint.
 
-    >>> SpeedOptions(vision_attention="grouped").to_dict()["vision_attention"]
+    >>> ScorerSpec(speed={"vision_attention": "grouped"}).to_dict()["speed"]["vision_attention"]
     'grouped'
     """
 
@@ -75,9 +75,6 @@ class SpeedOptions:
         if self.generation_cache not in GENERATION_CACHES:
             raise ConfigError(f"generation_cache {self.generation_cache!r} is not one of "
                               f"{list(GENERATION_CACHES)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

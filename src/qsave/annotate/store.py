@@ -23,7 +23,6 @@ the pilot only (exported apart, see :mod:`qsave.annotate.export`).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 import secrets
 import time
@@ -704,16 +703,6 @@ class Project:
         if row is None or row.expires_at <= _now():
             return None
         return Session(_user(row), row.csrf_token, row.expires_at)
-
-    def session_user(self, token: str) -> User | None:
-        found = self.session(token)
-        return None if found is None else found.user
-
-    def check_csrf(self, token: str, csrf: str) -> bool:
-        """True when ``csrf`` is the CSRF token of the live session ``token``."""
-        found = self.session(token)
-        return found is not None and hmac.compare_digest(found.csrf_token.encode(),
-                                                         csrf.encode())
 
     def end_session(self, token: str) -> None:
         with self._write() as c:

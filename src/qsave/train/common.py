@@ -112,6 +112,13 @@ def load_for_training(config: ModelConfig, source: str | None = None) -> tuple[A
             model = Qwen3VLForConditionalGeneration.from_pretrained(source, dtype="auto")
         except (OSError, ValueError) as error:
             raise ModelError(f"cannot load {source!r} for training: {error}") from error
+    return prepare_for_training(model, config), processor
+
+
+def prepare_for_training(model: Any, config: ModelConfig) -> Any:
+    """A loaded model made ready to train as ``config`` says: train mode, the vision tower
+    frozen when asked, gradient checkpointing, LoRA adapters (peft). Returns the model (the
+    peft wrapper with LoRA)."""
     model.train()
     if config.freeze_vision:
         model.model.visual.requires_grad_(False)
@@ -120,7 +127,7 @@ def load_for_training(config: ModelConfig, source: str | None = None) -> tuple[A
         model.enable_input_require_grads()
     if config.lora:
         model = _with_lora(model, config)
-    return model, processor
+    return model
 
 
 def _with_lora(model: Any, config: ModelConfig) -> Any:
